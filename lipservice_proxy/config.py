@@ -1,0 +1,475 @@
+"""The config file: pydantic models with defaults and validation, env overrides, clear errors.
+
+Every key is optional. `load_config(path)` reads YAML, applies `LIPSERVICE_<SECTION>__<KEY>=value`
+overrides (values parsed as YAML scalars, `__` separating nesting levels, list items by index), and
+validates. Any problem raises `ConfigError` with one line per problem naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import ConfigError
+
+ENV_PREFIX = "LIPSERVICE_"
+MIB = 1024 * 1024
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|s|m|h|d)")
+_UNIT_SECONDS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> float:
+    """'200ms', '30s', '5m', '1h30m' or a number of seconds -> seconds as float."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 5m or 200ms")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        pos, seconds = 0, 0.0
+        for match in _DURATION_PART.finditer(text):
+            if match.start() != pos:
+                break
+            seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+            pos = match.end()
+        if pos != len(text) or not text:
+            try:
+                seconds = float(text)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a duration such as 30s, 5m or 200ms") from None
+    else:
+        raise ValueError("expected a duration such as 30s, 5m or 200ms")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+"""Seconds; written in the file as 200ms, 30s, 5m, 1h or a bare number of seconds."""
+
+SEVERITY_NAMES = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
+SeverityName = Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
+
+
+def _split_host_port(endpoint: str) -> tuple[str, int]:
+    host, sep, port = endpoint.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{endpoint!r} is not host:port (for example 127.0.0.1:4317)")
+    return host.strip("[]"), int(port)
+
+
+def _check_listen_endpoint(value: str) -> str:
+    _split_host_port(value)
+    return value
+
+
+ListenEndpoint = Annotated[str, BeforeValidator(lambda v: _check_listen_endpoint(str(v)))]
+
+
+class Model(BaseModel):
+    """Base of every config model: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+# ---- reusable settings (as the Collector's configretry / exporterhelper / configtls) ----
+
+
+class RetrySettings(Model):
+    """Exponential backoff with jitter inside a deadline; server hints (Retry-After, RetryInfo) win."""
+
+    enabled: bool = True
+    initial_interval: Duration = 1.0
+    max_interval: Duration = 30.0
+    max_elapsed: Duration = 300.0
+    multiplier: float = Field(1.5, ge=1.0)
+    randomization_factor: float = Field(0.5, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _intervals_ordered(self) -> RetrySettings:
+        if self.initial_interval > self.max_interval:
+            raise ValueError("initial_interval must not exceed max_interval")
+        return self
+
+
+class BatchSettings(Model):
+    """Re-batching toward upstream, defaults as the Collector's batch processor."""
+
+    max_records: int = Field(8192, ge=1)
+    timeout: Duration = 0.2
+
+
+class QueueSettings(Model):
+    """A bounded queue in front of an exporter; with `directory`, a persistent segment log on disk."""
+
+    max_records: int = Field(200_000, ge=1)
+    max_bytes: int = Field(256 * MIB, ge=1024)
+    num_senders: int = Field(4, ge=1, le=64)
+    batch: BatchSettings = BatchSettings()
+    directory: Path | None = None
+    max_disk_mib: float = Field(1024, gt=0)
+    fsync: Literal["batch", "interval"] = "batch"
+    fsync_interval: Duration = 1.0
+
+
+class ClientTLS(Model):
+    """TLS toward upstream. An `http://` endpoint is plaintext, `https://` is TLS (as the OTel SDKs)."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False
+    insecure_skip_verify: bool = False
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> ClientTLS:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be given together")
+        return self
+
+
+class ServerTLS(Model):
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+
+
+class BearerAuth(Model):
+    """A bearer token clients must present, read from an environment variable or a file."""
+
+    bearer_token_env: str | None = None
+    bearer_token_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BearerAuth:
+        if self.bearer_token_env and self.bearer_token_file:
+            raise ValueError("give bearer_token_env or bearer_token_file, not both")
+        return self
+
+
+# ---- receivers ----
+
+
+class GrpcReceiverConfig(Model):
+    enabled: bool = True
+    endpoint: ListenEndpoint = "127.0.0.1:4317"
+    max_recv_msg_size_mib: float = Field(4, gt=0, le=1024)
+
+
+class HttpReceiverConfig(Model):
+    enabled: bool = True
+    endpoint: ListenEndpoint = "127.0.0.1:4318"
+    max_request_body_mib: float = Field(20, gt=0, le=1024)
+    read_timeout: Duration = 30.0
+
+
+class ReceiversConfig(Model):
+    grpc: GrpcReceiverConfig = GrpcReceiverConfig()
+    http: HttpReceiverConfig = HttpReceiverConfig()
+    auth: BearerAuth | None = None
+    tls: ServerTLS | None = None
+
+
+# ---- sampler and patterns ----
+
+
+class SamplerConfig(Model):
+    policy_file: Path = Path("policies/default.yaml")
+    always_keep_min_severity: SeverityName = "ERROR"
+    dry_run: bool = False
+    reload_interval: Duration = 1.0
+
+    @field_validator("always_keep_min_severity", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class PatternsConfig(Model):
+    max_templates: int = Field(10_000, ge=16)
+    cache_size: int = Field(100_000, ge=16)
+    state_file: Path | None = None
+    save_interval: Duration = 60.0
+
+
+# ---- exporters ----
+
+
+class ExporterBase(Model):
+    name: str | None = None
+    timeout: Duration = 10.0
+    retry: RetrySettings = RetrySettings()
+    queue: QueueSettings = QueueSettings()
+
+
+class OtlpGrpcExporterConfig(ExporterBase):
+    type: Literal["otlp_grpc"]
+    endpoint: str
+    headers: dict[str, str] = {}
+    compression: Literal["gzip", "none"] = "gzip"
+    tls: ClientTLS = ClientTLS()
+
+
+class OtlpHttpExporterConfig(ExporterBase):
+    type: Literal["otlp_http"]
+    endpoint: str
+    encoding: Literal["protobuf", "json"] = "protobuf"
+    headers: dict[str, str] = {}
+    compression: Literal["gzip", "none"] = "gzip"
+    tls: ClientTLS = ClientTLS()
+
+    @field_validator("endpoint")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be a URL such as https://backend:4318/v1/logs")
+        return value
+
+
+class PosthogExporterConfig(ExporterBase):
+    type: Literal["posthog"]
+    host: str = "https://us.i.posthog.com"
+    api_key_env: str = "POSTHOG_API_KEY"
+    max_body_bytes: int = Field(2 * MIB, ge=64 * 1024, le=2 * MIB)
+    compression: Literal["gzip", "none"] = "gzip"
+    tls: ClientTLS = ClientTLS()
+
+    @field_validator("host")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be a URL such as https://us.i.posthog.com")
+        return value.rstrip("/")
+
+
+class DebugExporterConfig(ExporterBase):
+    type: Literal["debug"]
+    stream: Literal["stdout", "stderr"] = "stdout"
+
+
+ExporterConfig = Annotated[
+    OtlpGrpcExporterConfig | OtlpHttpExporterConfig | PosthogExporterConfig | DebugExporterConfig,
+    Field(discriminator="type"),
+]
+
+
+class PassthroughConfig(Model):
+    """Where traces and metrics go, untouched. An unset signal is refused (UNIMPLEMENTED / 404)."""
+
+    traces: str | None = None
+    metrics: str | None = None
+    headers: dict[str, str] = {}
+    timeout: Duration = 10.0
+    tls: ClientTLS = ClientTLS()
+
+
+# ---- analysis ----
+
+
+class LlmConfig(Model):
+    model: str = "gpt-4o-mini"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout: Duration = 30.0
+    max_retries: int = Field(2, ge=0, le=10)
+    max_calls_per_hour: int = Field(12, ge=1)
+    max_tokens_per_hour: int = Field(200_000, ge=1000)
+
+
+class AnalysisConfig(Model):
+    enabled: bool = True
+    interval: Duration = 300.0
+    llm: LlmConfig | None = None
+    target_keep_ratio: float = Field(0.1, gt=0, le=1)
+    min_rate: float = Field(0.001, gt=0, le=1)
+    max_rate_change_factor: float = Field(4.0, ge=1)
+    history: int = Field(10, ge=0, le=1000)
+    policy_file: Path | None = None
+
+    @field_validator("interval")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("interval must be positive")
+        return value
+
+
+# ---- process-wide ----
+
+
+class AdminConfig(Model):
+    enabled: bool = True
+    endpoint: ListenEndpoint = "127.0.0.1:8888"
+    auth: BearerAuth | None = None
+
+
+class MemoryLimiterConfig(Model):
+    """Refuse data (retryably) before the process grows past `limit_mib`; soft limit = limit - spike."""
+
+    enabled: bool = True
+    limit_mib: float = Field(1024, gt=0)
+    spike_limit_mib: float = Field(256, ge=0)
+    check_interval: Duration = 1.0
+
+    @model_validator(mode="after")
+    def _spike_below_limit(self) -> MemoryLimiterConfig:
+        if self.spike_limit_mib >= self.limit_mib:
+            raise ValueError("spike_limit_mib must be below limit_mib")
+        return self
+
+
+class LoggingConfig(Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+
+
+class ProxyConfig(Model):
+    receivers: ReceiversConfig = ReceiversConfig()
+    sampler: SamplerConfig = SamplerConfig()
+    patterns: PatternsConfig = PatternsConfig()
+    exporters: list[ExporterConfig] = Field(default_factory=lambda: [DebugExporterConfig(type="debug")])
+    passthrough: PassthroughConfig = PassthroughConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
+    admin: AdminConfig = AdminConfig()
+    memory_limiter: MemoryLimiterConfig = MemoryLimiterConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @model_validator(mode="after")
+    def _unique_exporter_names(self) -> ProxyConfig:
+        seen: set[str] = set()
+        for index, exporter in enumerate(self.exporters):
+            if exporter.name is None:
+                exporter.name = exporter.type if exporter.type not in seen else f"{exporter.type}/{index}"
+            if exporter.name in seen:
+                raise ValueError(f"exporters[{index}].name {exporter.name!r} is used twice")
+            seen.add(exporter.name)
+        return self
+
+
+SECTIONS = tuple(ProxyConfig.model_fields)
+
+
+# ---- loading ----
+
+
+def _format_location(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    previous_was_index = False
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+            previous_was_index = True
+            continue
+        if previous_was_index and item in {"otlp_grpc", "otlp_http", "posthog", "debug"}:
+            previous_was_index = False
+            continue  # pydantic repeats the union tag; the index already names the item
+        parts.append(("." if parts else "") + str(item))
+        previous_was_index = False
+    return "".join(parts) or "(top level)"
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    lines = []
+    for detail in error.errors():
+        where = _format_location(tuple(detail["loc"]))
+        message = detail["msg"].removeprefix("Value error, ")
+        if detail["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif detail["type"] == "union_tag_invalid":
+            message = "type must be one of otlp_grpc, otlp_http, posthog, debug"
+        got = detail.get("input")
+        suffix = f" (got {got!r})" if got is not None and not isinstance(got, dict | list) else ""
+        lines.append(f"{source}: {where}: {message}{suffix}")
+    return "\n".join(lines)
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    node: Any = tree
+    for i, key in enumerate(path[:-1]):
+        nxt_is_index = path[i + 1].isdigit()
+        if isinstance(node, list):
+            index = int(key)
+            while len(node) <= index:
+                node.append({})
+            if not isinstance(node[index], dict | list):
+                node[index] = [] if nxt_is_index else {}
+            node = node[index]
+        else:
+            if not isinstance(node.get(key), dict | list):
+                node[key] = [] if nxt_is_index else {}
+            node = node[key]
+    last = path[-1]
+    if isinstance(node, list):
+        index = int(last)
+        while len(node) <= index:
+            node.append({})
+        node[index] = value
+    else:
+        node[last] = value
+
+
+def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Apply LIPSERVICE_<SECTION>__<KEY>[__<KEY>...] overrides; values are parsed as YAML scalars."""
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        if path[0] not in SECTIONS or any(not part for part in path):
+            continue  # e.g. LIPSERVICE_TOKEN, which is a secret, not an override
+        text = environ[name]
+        try:
+            value = yaml.safe_load(text) if text.strip() else text
+        except yaml.YAMLError:
+            value = text
+        _set_path(raw, path, value)
+    return raw
+
+
+def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None) -> ProxyConfig:
+    """Load, override from the environment and validate. Raises ConfigError with a readable message."""
+    environ = os.environ if environ is None else environ
+    source = str(path) if path is not None else "config"
+    raw: Any = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{source}: not UTF-8 text") from None
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    raw = apply_env_overrides(raw, environ)
+    try:
+        return ProxyConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def host_port(endpoint: str) -> tuple[str, int]:
+    """Split a validated 'host:port' (IPv6 in brackets allowed)."""
+    return _split_host_port(endpoint)

@@ -1,0 +1,41 @@
+"""The exporter contract: one upstream, one attempt per call.
+
+What flows between the pipeline and the exporters is a *payload*: the bytes of a serialized
+`ExportLogsServiceRequest` holding only kept records, with its record count. Protobuf merges
+concatenated messages (repeated fields append), so batching several payloads is a byte join and
+never a re-parse; an exporter parses only when its wire format needs it (JSON, size splitting).
+
+`LogExporter.export` makes exactly one attempt and raises `RetryableExportError` (with the server's
+`retry_after` when it gave one) or `PermanentExportError`. Retry, queueing and batching live around
+it (`retry.py`, `queue.py`), as in the Collector's exporterhelper.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    """A successful send; `rejected_records` > 0 when the upstream reported partial success."""
+
+    rejected_records: int = 0
+    message: str = ""
+
+
+class LogExporter(abc.ABC):
+    """One upstream for log records."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def start(self) -> None:
+        """Open connections. Called before any `export`."""
+
+    @abc.abstractmethod
+    async def export(self, payload: bytes, records: int) -> ExportResult:
+        """Send one payload once. Raise RetryableExportError or PermanentExportError on failure."""
+
+    async def shutdown(self) -> None:
+        """Close connections. No `export` call follows."""

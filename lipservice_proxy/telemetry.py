@@ -1,0 +1,240 @@
+"""Every self-metric of the proxy, declared in one place.
+
+Each running proxy owns one `Telemetry` (its own registry), so several proxies can live in one
+process (tests) without sharing counters. Hot-path code never touches a metric per record: it
+aggregates per batch and calls the `observe_*` helpers once per batch.
+
+Label values are bounded: `severity` is one of six names, `service` and `pattern` go through a
+`TopN` that maps anything beyond its capacity to "other".
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import generate_latest
+
+from . import __version__
+
+OTHER = "other"
+
+
+class TopN:
+    """Maps an unbounded set of label values onto at most `capacity` distinct values plus "other".
+
+    A value keeps the label it was first given (counters must stay monotonic per series), so the
+    first `capacity` distinct values seen are the ones named. This bounds series; the analysis loop
+    decides which patterns matter, the metrics only have to stay bounded and add up.
+    """
+
+    __slots__ = ("_capacity", "_lock", "_named")
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._named: set[str] = set()
+        self._lock = threading.Lock()
+
+    def label(self, value: str) -> str:
+        if value in self._named:
+            return value
+        with self._lock:
+            if len(self._named) < self._capacity:
+                self._named.add(value)
+                return value
+        return OTHER
+
+    def __len__(self) -> int:
+        return len(self._named)
+
+
+class Telemetry:
+    """The proxy's metrics. Names and labels are a contract (DESIGN.md, the Helm dashboard)."""
+
+    def __init__(self, *, max_services: int = 100, max_patterns: int = 200) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.services = TopN(max_services)
+        self.patterns = TopN(max_patterns)
+        r = self.registry
+
+        self.build_info = Info("lipservice_build", "Version of lipservice-proxy.", registry=r)
+        self.build_info.info({"version": __version__})
+
+        # records and bytes through the sampler
+        labels = ["service", "severity"]
+        self.records_received = Counter(
+            "lipservice_log_records_received_total", "Log records received.", labels, registry=r
+        )
+        self.records_kept = Counter(
+            "lipservice_log_records_kept_total", "Log records kept (forwarded).", labels, registry=r
+        )
+        self.records_dropped = Counter(
+            "lipservice_log_records_dropped_total", "Log records dropped by policy.", labels, registry=r
+        )
+        self.bytes_received = Counter(
+            "lipservice_log_bytes_received_total", "Serialized size of log records received.", ["service"], registry=r
+        )
+        self.bytes_kept = Counter(
+            "lipservice_log_bytes_kept_total", "Serialized size of log records kept.", ["service"], registry=r
+        )
+        self.bytes_dropped = Counter(
+            "lipservice_log_bytes_dropped_total", "Serialized size of log records dropped.", ["service"], registry=r
+        )
+        self.pattern_records = Counter(
+            "lipservice_pattern_records_total",
+            "Log records per pattern and decision (top patterns; the rest as pattern=\"other\").",
+            ["service", "pattern", "decision"],
+            registry=r,
+        )
+        self.patterns_active = Gauge(
+            "lipservice_patterns_active", "Templates the pattern engine currently holds.", registry=r
+        )
+        self.pattern_cache_entries = Gauge(
+            "lipservice_pattern_cache_entries", "Entries in the pattern engine's lookup cache.", registry=r
+        )
+        self.pattern_evictions = Counter(
+            "lipservice_pattern_evictions_total", "Templates or cache entries evicted.", ["kind"], registry=r
+        )
+
+        # receivers
+        self.receiver_requests = Counter(
+            "lipservice_receiver_requests_total",
+            "Export requests received, by protocol (grpc, http) and outcome "
+            "(success, partial, invalid, too_large, unsupported, refused, unauthenticated, error).",
+            ["protocol", "outcome"],
+            registry=r,
+        )
+        self.receiver_rejected_records = Counter(
+            "lipservice_receiver_rejected_records_total",
+            "Log records rejected as invalid (reported to the client as partial success).",
+            ["protocol"],
+            registry=r,
+        )
+        self.passthrough_requests = Counter(
+            "lipservice_passthrough_requests_total",
+            "Trace and metric requests forwarded untouched, by signal and outcome.",
+            ["signal", "outcome"],
+            registry=r,
+        )
+
+        # exporters and their queues
+        self.export_requests = Counter(
+            "lipservice_export_requests_total",
+            "Send attempts upstream by outcome (success, retryable_error, permanent_error).",
+            ["exporter", "outcome"],
+            registry=r,
+        )
+        self.export_records = Counter(
+            "lipservice_export_records_total",
+            "Log records by final outcome upstream (sent, rejected by partial success, failed permanently "
+            "or after retries ran out).",
+            ["exporter", "outcome"],
+            registry=r,
+        )
+        self.export_retries = Counter(
+            "lipservice_export_retries_total", "Retries of a batch after a retryable error.", ["exporter"], registry=r
+        )
+        self.export_latency = Histogram(
+            "lipservice_export_latency_seconds",
+            "Duration of one send attempt upstream.",
+            ["exporter"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.export_queue_records = Gauge(
+            "lipservice_export_queue_records", "Log records waiting in an exporter's queue.", ["exporter"], registry=r
+        )
+        self.export_queue_bytes = Gauge(
+            "lipservice_export_queue_bytes", "Bytes waiting in an exporter's queue.", ["exporter"], registry=r
+        )
+        self.export_enqueue_refusals = Counter(
+            "lipservice_export_enqueue_refusals_total",
+            "Requests refused because an exporter queue was full (the client retries).",
+            ["exporter"],
+            registry=r,
+        )
+        self.export_disk_queue_bytes = Gauge(
+            "lipservice_export_disk_queue_bytes", "Bytes held by an exporter's disk queue.", ["exporter"], registry=r
+        )
+        self.export_segments_replayed = Counter(
+            "lipservice_export_segments_replayed_total",
+            "Disk queue segments replayed after a restart.",
+            ["exporter"],
+            registry=r,
+        )
+        self.export_corrupt_entries = Counter(
+            "lipservice_export_corrupt_entries_total",
+            "Disk queue entries skipped because their checksum or framing was wrong.",
+            ["exporter"],
+            registry=r,
+        )
+        self.memory_limiter_refusals = Counter(
+            "lipservice_memory_limiter_refusals_total",
+            "Requests refused because the process was over its memory limit.",
+            registry=r,
+        )
+
+        # policy and analysis
+        self.policy_version = Gauge("lipservice_policy_version", "Version of the policy in force.", registry=r)
+        self.policy_reloads = Counter(
+            "lipservice_policy_reloads_total", "Policy file reloads by outcome (success, error).", ["outcome"], registry=r
+        )
+        self.analysis_runs = Counter(
+            "lipservice_analysis_runs_total",
+            "Analysis passes by outcome (llm, heuristic, fallback, error, skipped).",
+            ["outcome"],
+            registry=r,
+        )
+        self.llm_requests = Counter(
+            "lipservice_llm_requests_total",
+            "LLM calls by outcome (success, invalid, timeout, error, rate_limited, budget_exhausted).",
+            ["outcome"],
+            registry=r,
+        )
+        self.llm_tokens = Counter(
+            "lipservice_llm_tokens_total", "LLM tokens used, by kind (prompt, completion).", ["kind"], registry=r
+        )
+        self.anomalies = Counter(
+            "lipservice_anomalies_total", "Anomalies detected, by kind (spike, error_surge, new_pattern).", ["kind"],
+            registry=r,
+        )
+
+    # ---- batch-level helpers ----
+
+    def service_label(self, service: str) -> str:
+        return self.services.label(service or "unknown")
+
+    def pattern_label(self, pattern_id: str) -> str:
+        return self.patterns.label(pattern_id)
+
+    def observe_decisions(
+        self,
+        records: Iterable[tuple[str, str, int, int, int, int]],
+        patterns: Iterable[tuple[str, str, str, int]] = (),
+    ) -> None:
+        """Add one batch's counts.
+
+        records: (service, severity, received, kept, bytes_received, bytes_kept) per label set.
+        patterns: (service, pattern_id, decision, count).
+        """
+        for service, severity, received, kept, bytes_received, bytes_kept in records:
+            service = self.service_label(service)
+            dropped = received - kept
+            if received:
+                self.records_received.labels(service, severity).inc(received)
+                self.bytes_received.labels(service).inc(bytes_received)
+            if kept:
+                self.records_kept.labels(service, severity).inc(kept)
+                self.bytes_kept.labels(service).inc(bytes_kept)
+            if dropped:
+                self.records_dropped.labels(service, severity).inc(dropped)
+                self.bytes_dropped.labels(service).inc(bytes_received - bytes_kept)
+        for service, pattern_id, decision, count in patterns:
+            self.pattern_records.labels(self.service_label(service), self.pattern_label(pattern_id), decision).inc(
+                count
+            )
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format of every metric."""
+        return generate_latest(self.registry)
