@@ -15,6 +15,8 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+
 
 @dataclass(frozen=True, slots=True)
 class ExportResult:
@@ -22,6 +24,18 @@ class ExportResult:
 
     rejected_records: int = 0
     message: str = ""
+
+
+UNREADABLE_RESPONSE = ExportResult(message="upstream response was not an ExportLogsServiceResponse; ignored")
+"""A success whose optional partial-success report could not be read: the records were accepted."""
+
+
+def partial_success_result(response: ExportLogsServiceResponse) -> ExportResult:
+    """The ExportResult of a successful export's response."""
+    return ExportResult(
+        rejected_records=response.partial_success.rejected_log_records,
+        message=response.partial_success.error_message,
+    )
 
 
 class LogExporter(abc.ABC):
