@@ -3,10 +3,13 @@
     LipserviceError
     ├── ConfigError            the config file or an override is invalid (exit code 2)
     ├── PolicyError            a policy file is invalid (the last good policy stays)
+    ├── PatternStoreError      a saved pattern-engine state is missing, unreadable or corrupt
+    ├── InputError             a command's input file is missing, unreadable or empty (exit code 2)
     ├── RequestError           a client request is bad; carries the HTTP status to answer with
     │   ├── BadRequest         malformed protobuf/JSON, bad gzip, invalid data      -> 400 / INVALID_ARGUMENT
-    │   ├── PayloadTooLarge    over the (decompressed) size limit                   -> 413 / RESOURCE_EXHAUSTED
-    │   └── UnsupportedMedia   unknown Content-Type or Content-Encoding            -> 415
+    │   ├── PayloadTooLarge    over the (decompressed) size limit                -> 413 / RESOURCE_EXHAUSTED
+    │   ├── UnsupportedMedia   unknown Content-Type or Content-Encoding            -> 415
+    │   └── RequestTimeout     the body did not arrive within the read timeout    -> 408
     ├── Backpressure           queues or memory are full; retry later              -> 503 / UNAVAILABLE
     └── ExportError            sending upstream failed
         ├── RetryableExportError   try again (after retry_after when the server said so)
@@ -31,6 +34,14 @@ class PolicyError(LipserviceError):
     """A policy document is invalid. The message names the field and the problem."""
 
 
+class InputError(LipserviceError):
+    """A command's input (a log file, a state file) is missing, unreadable or empty."""
+
+
+class PatternStoreError(LipserviceError):
+    """A saved pattern-engine state cannot be loaded. The message names the file and the problem."""
+
+
 class RequestError(LipserviceError):
     """A client request that cannot be accepted as sent. Never retryable by the client."""
 
@@ -47,6 +58,10 @@ class PayloadTooLarge(RequestError):
 
 class UnsupportedMedia(RequestError):
     http_status = 415
+
+
+class RequestTimeout(RequestError):
+    http_status = 408
 
 
 class Backpressure(LipserviceError):

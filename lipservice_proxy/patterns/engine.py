@@ -1,0 +1,214 @@
+"""PatternEngine: the hot-path front of the miner (lookup cache, structured bodies, stats, save/load)."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Final
+
+import xxhash
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValueList
+
+from . import persistence
+from .generations import Generations
+from .masking import MAX_BODY_CHARS, Masker, clean_text, digit_shape
+from .miner import Template, TemplateMiner
+from .model import EngineStats, Pattern
+
+# Keys longer than this are replaced by a 128-bit hash of themselves, so the cache's memory has a
+# bound per entry; 128 bits make a collision (two shapes sharing a key) practically impossible.
+_KEY_CHARS: Final = 256
+_DIGIT_SHAPE: Final = bytes.maketrans(b"0123456789", b"0000000000")
+_DIGIT_RUNS: Final = re.compile(b"0+")
+
+MESSAGE_KEYS: Final = ("message", "msg", "event", "log", "body", "text")
+_MAX_KEYS_IN_TEMPLATE: Final = 64
+
+EMPTY_TEMPLATE: Final = "<EMPTY>"
+_SCALAR_TEMPLATES: Final = {
+    "bool_value": "<BOOL>",
+    "int_value": "<NUM>",
+    "double_value": "<NUM>",
+    "array_value": "<ARRAY>",
+}
+
+
+def bytes_template(length: int) -> str:
+    """Bytes bodies have no words to mine: one pattern per power-of-two length class."""
+    if length == 0:
+        return "<BYTES 0>"
+    low = 1 << (length.bit_length() - 1)
+    return f"<BYTES {low}-{2 * low - 1}>"
+
+
+def keyset_template(keys: list[str]) -> str:
+    names = sorted({" ".join(key.split()) or "''" for key in keys})
+    shown = ", ".join(names[:_MAX_KEYS_IN_TEMPLATE])
+    more = ", …" if len(names) > _MAX_KEYS_IN_TEMPLATE else ""
+    return "{" + clean_text(shown) + more + "}"
+
+
+class PatternEngine:
+    """Learns templates from log bodies and names each body's pattern. Not thread-safe: one event loop.
+
+    `add` is the hot path. Its cache maps the body's digit shape (UTF-8 with every digit turned into
+    0) to the template it fell into; masking never depends on the value of a digit, so a hit is a
+    body the slow path has seen, up to its digits, at the cost of one translate and one dict lookup.
+    Behind it, a second cache is keyed on the shape with every run of digits made one digit: no
+    masking rule counts digits, so a known statement whose numbers changed length skips masking and
+    mining too (for bodies up to _KEY_CHARS long). Both are two-generation memos (generations.py)
+    that share `cache_size`: three quarters for shapes, one quarter for the shorter keys.
+    """
+
+    def __init__(self, max_templates: int = 10_000, cache_size: int = 100_000) -> None:
+        if cache_size < 2:
+            raise ValueError("cache_size must be at least 2")
+        self._miner = TemplateMiner(max_templates)
+        self._masker = Masker()
+        self._cache_size = cache_size
+        self._shapes: Generations[bytes | int, Template] = Generations(max(1, cache_size * 3 // 8))
+        self._runs: Generations[bytes, Template] = Generations(max(1, cache_size // 8))
+        self._fixed: dict[str, Pattern] = {}
+        self._fixed_by_id: dict[str, Pattern] = {}
+
+    @property
+    def max_templates(self) -> int:
+        return self._miner.max_templates
+
+    @property
+    def cache_size(self) -> int:
+        return self._cache_size
+
+    # ---- the hot path ----
+
+    def add(self, text: str) -> Pattern:
+        """Learn from one body and return its pattern (the same object while the template stands)."""
+        if len(text) > _KEY_CHARS:
+            key: bytes | int = _long_key(text)
+        else:
+            try:
+                key = text.encode().translate(_DIGIT_SHAPE)
+            except UnicodeEncodeError:
+                key = digit_shape(text)
+        template = self._shapes.hot.get(key)
+        if template is not None and template.alive:
+            template.size += 1
+            return template.pattern
+        return self._add_slow(text, key)
+
+    def _add_slow(self, text: str, key: bytes | int) -> Pattern:
+        template = self._shapes.cold.get(key)
+        if template is None or not template.alive:
+            runs = _DIGIT_RUNS.sub(b"0", key) if isinstance(key, bytes) else None
+            template = self._runs.get(runs) if runs is not None else None
+            if template is None or not template.alive:
+                tokens, kinds = self._masker.tokens(clean_text(text))
+                if not tokens:
+                    return self._fixed_pattern(EMPTY_TEMPLATE)
+                template = self._miner.learn(tokens, kinds)
+                if runs is not None:
+                    self._runs.put(runs, template)
+                self._shapes.put(key, template)
+                return template.pattern
+        template.size += 1
+        self._shapes.put(key, template)
+        return template.pattern
+
+    def match(self, text: str) -> Pattern | None:
+        """The pattern `add` would give `text` without learning from it; None when no template fits."""
+        key = _long_key(text) if len(text) > _KEY_CHARS else digit_shape(text)
+        template = self._shapes.hot.get(key) or self._shapes.cold.get(key)
+        if (template is None or not template.alive) and isinstance(key, bytes):
+            runs = _DIGIT_RUNS.sub(b"0", key)
+            template = self._runs.hot.get(runs) or self._runs.cold.get(runs)
+        if template is not None and template.alive:
+            return template.pattern
+        tokens, kinds = self._masker.tokens(clean_text(text))
+        if not tokens:
+            return self._fixed_pattern(EMPTY_TEMPLATE)
+        found = self._miner.lookup(tokens, kinds)
+        return None if found is None else found.pattern
+
+    def add_body(self, body: AnyValue) -> Pattern:
+        """The pattern of an OTLP log body: text is mined; a map uses its message-like key when it has
+        one, else its key set; bytes fall into length classes; other values get fixed patterns."""
+        kind = body.WhichOneof("value")
+        if kind == "string_value":
+            return self.add(body.string_value)
+        if kind == "kvlist_value":
+            return self._add_map(body.kvlist_value)
+        if kind == "bytes_value":
+            return self._fixed_pattern(bytes_template(len(body.bytes_value)))
+        if kind is None:
+            return self._fixed_pattern(EMPTY_TEMPLATE)
+        # a kind newer than this table (AnyValue.string_value_strindex, for profiles) gets one of its own
+        return self._fixed_pattern(_SCALAR_TEMPLATES.get(kind) or f"<{kind.upper()}>")
+
+    def _add_map(self, kvlist: KeyValueList) -> Pattern:
+        best_rank = len(MESSAGE_KEYS)
+        message: str | None = None
+        keys: list[str] = []
+        for entry in kvlist.values:
+            keys.append(entry.key)
+            lowered = entry.key.lower()
+            if lowered in MESSAGE_KEYS and entry.value.WhichOneof("value") == "string_value":
+                rank = MESSAGE_KEYS.index(lowered)
+                if rank < best_rank:
+                    best_rank, message = rank, entry.value.string_value
+        if message is not None:
+            return self.add(message)
+        return self._fixed_pattern(keyset_template(keys))
+
+    def _fixed_pattern(self, template: str) -> Pattern:
+        pattern = self._fixed.get(template)
+        if pattern is None:
+            if len(self._fixed) >= self._miner.max_templates:
+                # key sets can be unbounded; these patterns are pure functions of their text, so
+                # forgetting them costs only the object identity, never the id
+                self._fixed.clear()
+                self._fixed_by_id.clear()
+            pattern = Pattern.of(template)
+            self._fixed[template] = pattern
+            self._fixed_by_id[pattern.id] = pattern
+        return pattern
+
+    # ---- ids, counters, state ----
+
+    def resolve(self, pattern_id: str) -> Pattern | None:
+        """The current pattern for an id handed out earlier, following generalisations and merges;
+        None when the engine no longer remembers it (evicted, or an alias older than the alias map)."""
+        template = self._miner.resolve(pattern_id)
+        if template is not None:
+            return template.pattern
+        return self._fixed_by_id.get(pattern_id)
+
+    def patterns(self) -> list[tuple[Pattern, int]]:
+        """Every live template's pattern and the number of lines it stood for, most lines first."""
+        held = [(t.pattern, t.size) for t in self._miner.templates()]
+        held.sort(key=lambda item: (-item[1], item[0].template))
+        return held
+
+    def stats(self) -> EngineStats:
+        return EngineStats(
+            templates=len(self._miner),
+            cache_entries=len(self._shapes) + len(self._runs),
+            template_evictions=self._miner.evictions,
+            cache_evictions=self._shapes.evictions + self._runs.evictions,
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write what was learned to `path` as JSON (temp file + rename: never a torn file)."""
+        persistence.save(self._miner, path)
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str], max_templates: int = 10_000, cache_size: int = 100_000
+    ) -> PatternEngine:
+        """An engine that knows what a saved one knew. Raises PatternStoreError on a missing or bad file."""
+        engine = cls(max_templates=max_templates, cache_size=cache_size)
+        persistence.load_into(engine._miner, path)
+        return engine
+
+
+def _long_key(text: str) -> int:
+    return xxhash.xxh3_128_intdigest(digit_shape(text[:MAX_BODY_CHARS]))

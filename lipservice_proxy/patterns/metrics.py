@@ -1,0 +1,28 @@
+"""Publishes a pattern engine's counters as the proxy's self-metrics.
+
+The engine stays free of Prometheus; whoever owns it calls `publish(engine.stats())` now and then
+(per batch or on a timer). Gauges take the current values, counters the growth since the last call.
+"""
+
+from __future__ import annotations
+
+from ..telemetry import Telemetry
+from .model import EngineStats
+
+
+class StatsPublisher:
+    def __init__(self, telemetry: Telemetry) -> None:
+        self._telemetry = telemetry
+        self._last = EngineStats(templates=0, cache_entries=0, template_evictions=0, cache_evictions=0)
+
+    def publish(self, stats: EngineStats) -> None:
+        telemetry = self._telemetry
+        telemetry.patterns_active.set(stats.templates)
+        telemetry.pattern_cache_entries.set(stats.cache_entries)
+        for kind, now, before in (
+            ("template", stats.template_evictions, self._last.template_evictions),
+            ("cache", stats.cache_evictions, self._last.cache_evictions),
+        ):
+            if now > before:
+                telemetry.pattern_evictions.labels(kind).inc(now - before)
+        self._last = stats

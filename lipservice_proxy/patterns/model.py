@@ -1,0 +1,30 @@
+"""The values the pattern engine hands out: a pattern (id + template) and the engine's counters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import xxhash
+
+
+def pattern_id(template: str) -> str:
+    """16 lowercase hex digits: xxh3_64 of the template's UTF-8 text, and of nothing else."""
+    return xxhash.xxh3_64_hexdigest(template.encode("utf-8", "surrogatepass"))
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    id: str
+    template: str
+
+    @classmethod
+    def of(cls, template: str) -> Pattern:
+        return cls(pattern_id(template), template)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    templates: int  # templates held by the miner (at most max_templates)
+    cache_entries: int  # entries in the lookup cache (at most cache_size)
+    template_evictions: int  # templates forgotten to stay under max_templates, since start
+    cache_evictions: int  # cache entries dropped to stay under cache_size, since start

@@ -1,0 +1,152 @@
+"""Save and restore a miner's templates as JSON, so a restart keeps its ids.
+
+The document lists the templates in eviction order (oldest first) with their tokens, line counts
+and variant links, plus the alias map. Ids are not trusted from the file: they are recomputed from
+the template text and must match what the file says, which catches a corrupt or hand-edited file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+
+from ..errors import PatternStoreError
+from .miner import Template, TemplateMiner
+
+FORMAT: Final = "lipservice-patterns"
+VERSION: Final = 1
+_ID = re.compile(r"^[0-9a-f]{16}$")
+
+
+def save(miner: TemplateMiner, path: str | os.PathLike[str]) -> None:
+    templates = list(miner.templates())
+    index = {id(template): position for position, template in enumerate(templates)}
+    aliases: dict[str, int] = {}
+    for old_id, _ in miner.aliases():
+        live = miner.resolve(old_id)
+        if live is not None and id(live) in index and old_id != live.pattern.id:
+            aliases[old_id] = index[id(live)]
+    document = {
+        "format": FORMAT,
+        "version": VERSION,
+        "templates": [
+            {
+                "id": t.pattern.id,
+                "template": t.pattern.template,
+                "tokens": t.tokens,
+                "size": t.size,
+                "pinned": t.pinned,
+                "anchor": t.anchor,
+                "parent": index.get(id(t.parent)) if t.parent is not None else None,
+            }
+            for t in templates
+        ],
+        "aliases": aliases,
+    }
+    _write_atomically(Path(path), orjson.dumps(document))
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    try:
+        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise PatternStoreError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        raise PatternStoreError(f"cannot write {target}: {exc.strerror or exc}") from exc
+
+
+def load_into(miner: TemplateMiner, path: str | os.PathLike[str]) -> None:
+    source = Path(path)
+    try:
+        raw = source.read_bytes()
+    except FileNotFoundError:
+        raise PatternStoreError(f"{source}: no such pattern state file") from None
+    except OSError as exc:
+        raise PatternStoreError(f"{source}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise PatternStoreError(f"{source}: not valid JSON: {exc}") from None
+    try:
+        _restore(miner, document)
+    except _Invalid as exc:
+        raise PatternStoreError(f"{source}: {exc}") from None
+
+
+class _Invalid(Exception):
+    pass
+
+
+def _field(entry: dict[str, Any], name: str, kind: type | tuple[type, ...], where: str) -> Any:
+    value = entry.get(name)
+    # bool is an int in Python; a count of True is not a count
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise _Invalid(
+            f"{where}.{name}: expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}"
+        )
+    return value
+
+
+def _restore(miner: TemplateMiner, document: Any) -> None:
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise _Invalid(f'not a pattern state file (expected "format": "{FORMAT}")')
+    if document.get("version") != VERSION:
+        raise _Invalid(f"unsupported version {document.get('version')!r} (this build reads {VERSION})")
+    entries = document.get("templates")
+    if not isinstance(entries, list):
+        raise _Invalid("templates: expected a list")
+    aliases = document.get("aliases", {})
+    if not isinstance(aliases, dict):
+        raise _Invalid("aliases: expected an object")
+
+    # the newest templates are the ones worth keeping when the file holds more than fit
+    first_kept = max(0, len(entries) - miner.max_templates)
+    restored: dict[int, Template] = {}
+    parents: dict[int, int] = {}
+    for position in range(first_kept, len(entries)):
+        where = f"templates[{position}]"
+        entry = entries[position]
+        if not isinstance(entry, dict):
+            raise _Invalid(f"{where}: expected an object")
+        tokens = _field(entry, "tokens", list, where)
+        if not tokens or not all(isinstance(token, str) and token.strip() for token in tokens):
+            raise _Invalid(f"{where}.tokens: expected a non-empty list of non-blank strings")
+        size = _field(entry, "size", int, where)
+        if size < 1:
+            raise _Invalid(f"{where}.size: must be at least 1")
+        pinned = _field(entry, "pinned", bool, where)
+        parent = entry.get("parent")
+        if parent is not None:
+            if isinstance(parent, bool) or not isinstance(parent, int) or not 0 <= parent < len(entries):
+                raise _Invalid(f"{where}.parent: expected null or the index of another template")
+            parents[position] = parent
+        anchor = entry.get("anchor")
+        if anchor is not None and (isinstance(anchor, bool) or not isinstance(anchor, int)):
+            raise _Invalid(f"{where}.anchor: expected null or a token position")
+        template = miner.restore(list(tokens), size, pinned, anchor)
+        if entry.get("id") is not None and entry["id"] != template.pattern.id:
+            raise _Invalid(f"{where}.id: {entry['id']!r} is not the id of its template")
+        restored[position] = template
+
+    for child, parent in parents.items():
+        if parent in restored:
+            miner.link_variant(restored[child], restored[parent])
+    for old_id, position in aliases.items():
+        if not isinstance(old_id, str) or not _ID.match(old_id):
+            raise _Invalid(f"aliases: {old_id!r} is not a pattern id")
+        if isinstance(position, bool) or not isinstance(position, int):
+            raise _Invalid(f"aliases.{old_id}: expected a template index")
+        if position in restored:
+            miner.restore_alias(old_id, restored[position])

@@ -1,0 +1,224 @@
+"""The engine's contract: same object per template, lookups that do not learn, OTLP bodies, any input,
+and state that survives a restart."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
+
+from lipservice_proxy.errors import PatternStoreError
+from lipservice_proxy.patterns import Pattern, PatternEngine
+from tests.support.loghub import available_systems, iter_lines
+
+_ID = re.compile(r"^[0-9a-f]{16}$")
+
+
+def kvlist(**values: AnyValue) -> AnyValue:
+    return AnyValue(kvlist_value=KeyValueList(values=[KeyValue(key=k, value=v) for k, v in values.items()]))
+
+
+def test_the_same_template_is_the_same_object() -> None:
+    engine = PatternEngine()
+    first = engine.add("GET /health 200 in 3 ms")
+    assert engine.add("GET /health 200 in 3 ms") is first
+    assert engine.add("GET /health 503 in 41 ms") is first  # new digit shape, same template
+    assert engine.add("GET /health 200 in 3 ms") is first
+
+
+def test_match_looks_up_without_learning() -> None:
+    engine = PatternEngine()
+    assert engine.match("User alice logged in") is None
+    assert engine.stats().templates == 0
+    learned = engine.add("User alice logged in")
+    assert engine.match("User alice logged in") is learned
+    assert engine.match("User alice logged out now") is None
+    assert engine.stats().templates == 1
+
+
+def test_string_bodies_are_mined_like_text() -> None:
+    engine = PatternEngine()
+    assert engine.add_body(AnyValue(string_value="disk 3 full")) is engine.add("disk 7 full")
+
+
+def test_a_map_body_uses_its_message_like_key() -> None:
+    engine = PatternEngine()
+    body = kvlist(level=AnyValue(string_value="info"), msg=AnyValue(string_value="user 42 logged in"))
+    assert engine.add_body(body) is engine.add("user 7 logged in")
+    preferred = kvlist(
+        event=AnyValue(string_value="cache miss"), Message=AnyValue(string_value="disk 3 full")
+    )
+    assert engine.add_body(preferred).template == "disk <NUM> full"
+
+
+def test_a_map_body_without_a_message_is_its_key_set() -> None:
+    engine = PatternEngine()
+    one = engine.add_body(kvlist(b=AnyValue(int_value=1), a=AnyValue(string_value="x")))
+    two = engine.add_body(kvlist(a=AnyValue(string_value="y"), b=AnyValue(int_value=2)))
+    assert one is two
+    assert one.template == "{a, b}"
+    message_not_text = kvlist(message=AnyValue(int_value=3))
+    assert engine.add_body(message_not_text).template == "{message}"
+
+
+def test_bytes_bodies_fall_into_length_classes() -> None:
+    engine = PatternEngine()
+    assert engine.add_body(AnyValue(bytes_value=b"")).template == "<BYTES 0>"
+    five, seven, eight = (engine.add_body(AnyValue(bytes_value=b"x" * n)) for n in (5, 7, 8))
+    assert five is seven and five.template == "<BYTES 4-7>"
+    assert eight.template == "<BYTES 8-15>"
+
+
+def test_other_bodies_get_fixed_patterns_and_severity_plays_no_part() -> None:
+    engine = PatternEngine()
+    assert engine.add_body(AnyValue()).template == "<EMPTY>"
+    assert engine.add_body(AnyValue(string_value="   ")).template == "<EMPTY>"
+    assert engine.add_body(AnyValue(bool_value=True)).template == "<BOOL>"
+    assert engine.add_body(AnyValue(int_value=3)) is engine.add_body(AnyValue(double_value=2.5))
+    assert engine.add_body(AnyValue(array_value=ArrayValue())).template == "<ARRAY>"
+    fixed = engine.add_body(AnyValue(bool_value=False))
+    assert engine.resolve(fixed.id) is fixed
+
+
+def _well_formed(pattern: Pattern) -> bool:
+    return (
+        bool(_ID.match(pattern.id))
+        and bool(pattern.template)
+        and not re.search(r"[\t\n\r]", pattern.template)
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "",
+        "\x00\x01\x02 \x1b[31mred\x1b[0m",
+        "lone \ud800 surrogate \udfff here",
+        "ünïcödé ✓ 日本語 ٣٤٥ digits",
+        "x" * 1_000_000,
+        "word " * 200_000,
+        "<*> <NUM> literal placeholders =<*> key=",
+        "\t\n\r\x0b\x0c",
+    ],
+)
+def test_odd_bodies_get_a_pattern_and_never_raise(body: str) -> None:
+    engine = PatternEngine()
+    pattern = engine.add(body)
+    assert _well_formed(pattern)
+    assert engine.add(body) is pattern
+    assert engine.match(body) is pattern
+    assert len(pattern.template) <= 20_000
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(bodies=st.lists(st.text(max_size=60), min_size=1, max_size=20))
+def test_any_text_gets_a_well_formed_pattern(bodies: list[str]) -> None:
+    engine = PatternEngine(max_templates=8, cache_size=8)
+    for body in bodies:
+        assert _well_formed(engine.add(body))
+    assert engine.stats().templates <= 8
+    assert engine.stats().cache_entries <= 8
+
+
+def _loghub_bodies() -> list[str]:
+    systems = available_systems()
+    if not systems:
+        pytest.skip("no Loghub sample next to the repository")
+    return [line.content for system in systems[:4] for line in iter_lines(system)]
+
+
+def test_a_restored_engine_keeps_ids_and_goes_on_learning_the_same_way(tmp_path: Path) -> None:
+    bodies = _loghub_bodies()
+    half = len(bodies) // 2
+    running = PatternEngine()
+    for body in bodies[:half]:
+        running.add(body)
+    state = tmp_path / "patterns.json"
+    running.save(state)
+    restored = PatternEngine.load(state)
+    assert sorted(p.id for p, _ in restored.patterns()) == sorted(p.id for p, _ in running.patterns())
+    assert [restored.add(b).id for b in bodies[half:]] == [running.add(b).id for b in bodies[half:]]
+
+
+def test_aliases_survive_a_restart(tmp_path: Path) -> None:
+    engine = PatternEngine()
+    old = engine.add("User alice logged in")
+    new = engine.add("User bob logged in")
+    engine.save(tmp_path / "state.json")
+    restored = PatternEngine.load(tmp_path / "state.json")
+    assert restored.resolve(old.id) == new
+    assert restored.add("User carol logged in") == new
+
+
+def test_save_replaces_the_file_atomically(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    state.write_text("previous")
+    engine = PatternEngine()
+    engine.add("a message with 3 words")
+    engine.save(state)
+    assert orjson.loads(state.read_bytes())["format"] == "lipservice-patterns"
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_save_to_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(PatternStoreError, match="cannot write"):
+        PatternEngine().save(tmp_path / "missing" / "state.json")
+
+
+def test_load_keeps_the_newest_templates_when_the_cap_is_smaller(tmp_path: Path) -> None:
+    def statement(i: int) -> str:
+        return " ".join(f"w{chr(97 + i % 26)}{chr(97 + i // 26)}{k}" for k in "xyz")
+
+    engine = PatternEngine()
+    for i in range(30):
+        engine.add(statement(i))
+    engine.save(tmp_path / "state.json")
+    restored = PatternEngine.load(tmp_path / "state.json", max_templates=10)
+    assert restored.stats().templates == 10
+    assert restored.match(statement(29)) is not None
+    assert restored.match(statement(0)) is None
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such pattern state file"),
+        (b"{not json", "not valid JSON"),
+        (b"[]", "not a pattern state file"),
+        (b'{"format": "lipservice-patterns", "version": 99, "templates": []}', "unsupported version"),
+        (b'{"format": "lipservice-patterns", "version": 1, "templates": {}}', "templates: expected a list"),
+        (
+            b'{"format": "lipservice-patterns", "version": 1, "templates": '
+            b'[{"tokens": [], "size": 1, "pinned": false}]}',
+            r"templates\[0\].tokens",
+        ),
+        (
+            b'{"format": "lipservice-patterns", "version": 1, "templates": '
+            b'[{"tokens": ["a"], "size": true, "pinned": false}]}',
+            r"templates\[0\].size",
+        ),
+        (
+            b'{"format": "lipservice-patterns", "version": 1, "templates": '
+            b'[{"id": "0000000000000000", "tokens": ["a"], "size": 1, "pinned": false}]}',
+            "is not the id of its template",
+        ),
+        (
+            b'{"format": "lipservice-patterns", "version": 1, "templates": [], "aliases": {"x": 0}}',
+            "is not a pattern id",
+        ),
+    ],
+)
+def test_a_missing_or_corrupt_state_file_is_a_clear_error(
+    tmp_path: Path, content: bytes | None, message: str
+) -> None:
+    state = tmp_path / "state.json"
+    if content is not None:
+        state.write_bytes(content)
+    with pytest.raises(PatternStoreError, match=message) as raised:
+        PatternEngine.load(state)
+    assert str(state) in str(raised.value)
