@@ -1,0 +1,12 @@
+"""First occurrences: every pattern keeps its first N records in each window, so none vanishes.
+
+Windows are aligned to multiples of the window length (wall or log time), so "at least one record
+per pattern per window" can be checked from the outside with the same arithmetic. The per-record
+check (count within the current window) is inlined in the sampler's loop, on the pattern state.
+"""
+
+from __future__ import annotations
+
+
+def window_start(now: float, window: float) -> float:
+    return now - (now % window)
