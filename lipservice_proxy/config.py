@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -59,7 +60,19 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(us|ms|s|m|h|d)\s*)+$"},
+            ],
+            "description": "seconds, or a duration such as 200ms, 30s, 5m, 1h30m",
+        }
+    ),
+]
 """Seconds; written in the file as 200ms, 30s, 5m, 1h or a bare number of seconds."""
 
 SEVERITY_NAMES = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
@@ -108,23 +121,34 @@ class RetrySettings(Model):
 
 
 class BatchSettings(Model):
-    """Re-batching toward upstream, defaults as the Collector's batch processor."""
+    """Re-batching toward upstream, defaults as the Collector's batch processor. `max_bytes` keeps a
+    batch under common upstream message limits (gRPC's default is 4 MiB); a single payload above it
+    is still sent, alone."""
 
     max_records: int = Field(8192, ge=1)
+    max_bytes: int = Field(3 * MIB, ge=1024)
     timeout: Duration = 0.2
 
 
 class QueueSettings(Model):
-    """A bounded queue in front of an exporter; with `directory`, a persistent segment log on disk."""
+    """A bounded queue in front of an exporter: in memory (`max_records`, `max_bytes`) or, with
+    `directory`, a persistent segment log on disk bounded by `max_disk_mib`."""
 
     max_records: int = Field(200_000, ge=1)
     max_bytes: int = Field(256 * MIB, ge=1024)
     num_senders: int = Field(4, ge=1, le=64)
     batch: BatchSettings = BatchSettings()
     directory: Path | None = None
-    max_disk_mib: float = Field(1024, gt=0)
+    max_disk_mib: float = Field(1024, ge=1)
     fsync: Literal["batch", "interval"] = "batch"
     fsync_interval: Duration = 1.0
+
+    @field_validator("fsync_interval")
+    @classmethod
+    def _positive_interval(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("fsync_interval must be positive")
+        return value
 
 
 class ClientTLS(Model):
@@ -299,7 +323,9 @@ class AnalysisConfig(Model):
     min_rate: float = Field(0.001, gt=0, le=1)
     max_rate_change_factor: float = Field(4.0, ge=1)
     history: int = Field(10, ge=0, le=1000)
-    policy_file: Path | None = None
+    # Generated policies go beside the operator's, never over it: the operator's file may be a
+    # read-only ConfigMap, and a hand edit must not be lost to the next refresh.
+    policy_file: Path = Path("policies/generated.yaml")
 
     @field_validator("interval")
     @classmethod
@@ -307,6 +333,39 @@ class AnalysisConfig(Model):
         if value <= 0:
             raise ValueError("interval must be positive")
         return value
+
+
+# ---- fleet mode (lipservice_proxy/fleet) ----
+
+
+class FleetConfig(Model):
+    """One analyzer, many samplers: `run --role sampler` reports to `analyzer` and takes its policy;
+    `run --role analyzer` serves them on `listen`. A standalone proxy ignores this section."""
+
+    analyzer: str | None = None  # host:port of the analyzer, for samplers
+    listen: ListenEndpoint = "127.0.0.1:4320"  # where the analyzer serves the fleet API
+    report_interval: Duration = 10.0
+    sampler_id: str | None = Field(None, min_length=1, max_length=253)  # default: the host (pod) name
+    max_patterns_per_report: int = Field(2000, ge=1, le=100_000)
+    reconnect_interval: Duration = 0.5
+    max_reconnect_interval: Duration = 10.0
+    max_message_mib: float = Field(16, gt=0, le=1024)
+    auth: BearerAuth | None = None  # a token samplers send and the analyzer requires
+
+    @field_validator("analyzer")
+    @classmethod
+    def _analyzer_endpoint(cls, value: str | None) -> str | None:
+        if value is not None:
+            _split_host_port(value)
+        return value
+
+    @model_validator(mode="after")
+    def _intervals(self) -> FleetConfig:
+        if self.report_interval <= 0 or self.reconnect_interval <= 0:
+            raise ValueError("report_interval and reconnect_interval must be positive")
+        if self.reconnect_interval > self.max_reconnect_interval:
+            raise ValueError("reconnect_interval must not exceed max_reconnect_interval")
+        return self
 
 
 # ---- process-wide ----
@@ -330,6 +389,8 @@ class MemoryLimiterConfig(Model):
     def _spike_below_limit(self) -> MemoryLimiterConfig:
         if self.spike_limit_mib >= self.limit_mib:
             raise ValueError("spike_limit_mib must be below limit_mib")
+        if self.check_interval <= 0:
+            raise ValueError("check_interval must be positive")
         return self
 
 
@@ -348,6 +409,7 @@ class ProxyConfig(Model):
     admin: AdminConfig = AdminConfig()
     memory_limiter: MemoryLimiterConfig = MemoryLimiterConfig()
     logging: LoggingConfig = LoggingConfig()
+    fleet: FleetConfig = FleetConfig()
 
     @model_validator(mode="after")
     def _unique_exporter_names(self) -> ProxyConfig:
@@ -393,7 +455,8 @@ def format_validation_error(error: ValidationError, source: str) -> str:
         elif detail["type"] == "union_tag_invalid":
             message = "type must be one of otlp_grpc, otlp_http, posthog, debug"
         got = detail.get("input")
-        suffix = f" (got {got!r})" if got is not None and not isinstance(got, dict | list) else ""
+        shown = got is not None and not isinstance(got, dict | list) and repr(got) not in message
+        suffix = f" (got {got!r})" if shown else ""
         lines.append(f"{source}: {where}: {message}{suffix}")
     return "\n".join(lines)
 

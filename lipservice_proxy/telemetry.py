@@ -4,28 +4,45 @@ Each running proxy owns one `Telemetry` (its own registry), so several proxies c
 process (tests) without sharing counters. Hot-path code never touches a metric per record: it
 aggregates per batch and calls the `observe_*` helpers once per batch.
 
+With `run --workers N` every process writes its values to files under PROMETHEUS_MULTIPROC_DIR
+(prometheus_client's multiprocess mode, switched on before prometheus_client is first imported) and
+the parent's admin endpoint serves their sum: counters and histograms add up, each gauge declares
+how its per-process values combine (`multiprocess_mode`: queue depths and template counts add up,
+the policy version is the highest any live process holds). Without that variable nothing changes:
+each `Telemetry` keeps its values in memory, in its own registry.
+
 Label values are bounded: `severity` is one of six names, `service` and `pattern` go through a
-`TopN` that maps anything beyond its capacity to "other".
+`TopN` that maps anything beyond its capacity to "other". Patterns are bounded as (service, pattern)
+pairs, so `lipservice_pattern_records_total` holds at most (max_patterns + max_services + 1) x 6
+series, not max_services x max_patterns x 6. Every other label comes from the config (`exporter`)
+or a fixed set of outcomes and kinds.
 """
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Hashable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from . import __version__
+from .fleet.metricsdir import MULTIPROCESS_DIR_ENV
+
+if TYPE_CHECKING:
+    from .sampling.decision import BatchOutcome
 
 OTHER = "other"
 
 
 class TopN:
-    """Maps an unbounded set of label values onto at most `capacity` distinct values plus "other".
+    """Admits at most `capacity` distinct keys; label values beyond them become "other".
 
-    A value keeps the label it was first given (counters must stay monotonic per series), so the
-    first `capacity` distinct values seen are the ones named. This bounds series; the analysis loop
+    A key keeps the answer it was first given (counters must stay monotonic per series), so the
+    first `capacity` distinct keys seen are the ones named. This bounds series; the analysis loop
     decides which patterns matter, the metrics only have to stay bounded and add up.
     """
 
@@ -33,17 +50,20 @@ class TopN:
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._named: set[str] = set()
+        self._named: set[Hashable] = set()
         self._lock = threading.Lock()
 
-    def label(self, value: str) -> str:
-        if value in self._named:
-            return value
+    def admits(self, key: Hashable) -> bool:
+        if key in self._named:
+            return True
         with self._lock:
             if len(self._named) < self._capacity:
-                self._named.add(value)
-                return value
-        return OTHER
+                self._named.add(key)
+                return True
+        return False
+
+    def label(self, value: str) -> str:
+        return value if self.admits(value) else OTHER
 
     def __len__(self) -> int:
         return len(self._named)
@@ -73,25 +93,37 @@ class Telemetry:
             "lipservice_log_records_dropped_total", "Log records dropped by policy.", labels, registry=r
         )
         self.bytes_received = Counter(
-            "lipservice_log_bytes_received_total", "Serialized size of log records received.", ["service"], registry=r
+            "lipservice_log_bytes_received_total",
+            "Serialized size of log records received.",
+            ["service"],
+            registry=r,
         )
         self.bytes_kept = Counter(
             "lipservice_log_bytes_kept_total", "Serialized size of log records kept.", ["service"], registry=r
         )
         self.bytes_dropped = Counter(
-            "lipservice_log_bytes_dropped_total", "Serialized size of log records dropped.", ["service"], registry=r
+            "lipservice_log_bytes_dropped_total",
+            "Serialized size of log records dropped.",
+            ["service"],
+            registry=r,
         )
         self.pattern_records = Counter(
             "lipservice_pattern_records_total",
-            "Log records per pattern and decision (top patterns; the rest as pattern=\"other\").",
+            'Log records per pattern and decision (top patterns; the rest as pattern="other").',
             ["service", "pattern", "decision"],
             registry=r,
         )
         self.patterns_active = Gauge(
-            "lipservice_patterns_active", "Templates the pattern engine currently holds.", registry=r
+            "lipservice_patterns_active",
+            "Templates the pattern engine currently holds.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.pattern_cache_entries = Gauge(
-            "lipservice_pattern_cache_entries", "Entries in the pattern engine's lookup cache.", registry=r
+            "lipservice_pattern_cache_entries",
+            "Entries in the pattern engine's lookup cache.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.pattern_evictions = Counter(
             "lipservice_pattern_evictions_total", "Templates or cache entries evicted.", ["kind"], registry=r
@@ -133,7 +165,10 @@ class Telemetry:
             registry=r,
         )
         self.export_retries = Counter(
-            "lipservice_export_retries_total", "Retries of a batch after a retryable error.", ["exporter"], registry=r
+            "lipservice_export_retries_total",
+            "Retries of a batch after a retryable error.",
+            ["exporter"],
+            registry=r,
         )
         self.export_latency = Histogram(
             "lipservice_export_latency_seconds",
@@ -143,10 +178,18 @@ class Telemetry:
             registry=r,
         )
         self.export_queue_records = Gauge(
-            "lipservice_export_queue_records", "Log records waiting in an exporter's queue.", ["exporter"], registry=r
+            "lipservice_export_queue_records",
+            "Log records waiting in an exporter's queue.",
+            ["exporter"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.export_queue_bytes = Gauge(
-            "lipservice_export_queue_bytes", "Bytes waiting in an exporter's queue.", ["exporter"], registry=r
+            "lipservice_export_queue_bytes",
+            "Bytes waiting in an exporter's queue.",
+            ["exporter"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.export_enqueue_refusals = Counter(
             "lipservice_export_enqueue_refusals_total",
@@ -155,7 +198,11 @@ class Telemetry:
             registry=r,
         )
         self.export_disk_queue_bytes = Gauge(
-            "lipservice_export_disk_queue_bytes", "Bytes held by an exporter's disk queue.", ["exporter"], registry=r
+            "lipservice_export_disk_queue_bytes",
+            "Bytes held by an exporter's disk queue.",
+            ["exporter"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.export_segments_replayed = Counter(
             "lipservice_export_segments_replayed_total",
@@ -176,9 +223,17 @@ class Telemetry:
         )
 
         # policy and analysis
-        self.policy_version = Gauge("lipservice_policy_version", "Version of the policy in force.", registry=r)
+        self.policy_version = Gauge(
+            "lipservice_policy_version",
+            "Version of the policy in force.",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.policy_reloads = Counter(
-            "lipservice_policy_reloads_total", "Policy file reloads by outcome (success, error).", ["outcome"], registry=r
+            "lipservice_policy_reloads_total",
+            "Policy file reloads by outcome (success, error).",
+            ["outcome"],
+            registry=r,
         )
         self.analysis_runs = Counter(
             "lipservice_analysis_runs_total",
@@ -193,48 +248,98 @@ class Telemetry:
             registry=r,
         )
         self.llm_tokens = Counter(
-            "lipservice_llm_tokens_total", "LLM tokens used, by kind (prompt, completion).", ["kind"], registry=r
-        )
-        self.anomalies = Counter(
-            "lipservice_anomalies_total", "Anomalies detected, by kind (spike, error_surge, new_pattern).", ["kind"],
+            "lipservice_llm_tokens_total",
+            "LLM tokens used, by kind (prompt, completion).",
+            ["kind"],
             registry=r,
         )
+        self.anomalies = Counter(
+            "lipservice_anomalies_total",
+            "Anomalies detected, by kind (spike, error_surge, new_pattern).",
+            ["kind"],
+            registry=r,
+        )
+
+        # fleet mode and worker processes (lipservice_proxy/fleet)
+        self.fleet_reports_sent = Counter(
+            "lipservice_fleet_reports_sent_total",
+            "Pattern reports a sampler sent to the analyzer, by outcome (success, failed: dropped, "
+            "statistics are best effort).",
+            ["outcome"],
+            registry=r,
+        )
+        self.fleet_reports_received = Counter(
+            "lipservice_fleet_reports_received_total",
+            "Pattern reports the analyzer received, by outcome (accepted, invalid, unauthenticated).",
+            ["outcome"],
+            registry=r,
+        )
+        self.fleet_reported_records = Counter(
+            "lipservice_fleet_reported_records_total",
+            "Records in the reports the analyzer accepted, by kind (pattern: named in the report; other: "
+            "summed over the patterns beyond a report's size limit).",
+            ["kind"],
+            registry=r,
+        )
+        self.fleet_connected = Gauge(
+            "lipservice_fleet_connected",
+            "1 while this sampler's policy stream from the analyzer is open (with --workers: open streams).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.fleet_samplers = Gauge(
+            "lipservice_fleet_samplers",
+            "Samplers whose policy stream this analyzer is serving.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.worker_restarts = Counter(
+            "lipservice_worker_restarts_total",
+            "Worker processes of `run --workers N` restarted after they exited unexpectedly.",
+            registry=r,
+        )
+
+        directory = os.environ.get(MULTIPROCESS_DIR_ENV)
+        self._exposed = r if directory is None else _every_process(directory, self.build_info)
 
     # ---- batch-level helpers ----
 
     def service_label(self, service: str) -> str:
         return self.services.label(service or "unknown")
 
-    def pattern_label(self, pattern_id: str) -> str:
-        return self.patterns.label(pattern_id)
+    def pattern_label(self, service_label: str, pattern_id: str) -> str:
+        return pattern_id if self.patterns.admits((service_label, pattern_id)) else OTHER
 
-    def observe_decisions(
-        self,
-        records: Iterable[tuple[str, str, int, int, int, int]],
-        patterns: Iterable[tuple[str, str, str, int]] = (),
-    ) -> None:
-        """Add one batch's counts.
-
-        records: (service, severity, received, kept, bytes_received, bytes_kept) per label set.
-        patterns: (service, pattern_id, decision, count).
-        """
-        for service, severity, received, kept, bytes_received, bytes_kept in records:
+    def observe_outcome(self, outcome: BatchOutcome) -> None:
+        """Add one batch's decisions to the record, byte and pattern counters."""
+        for (service, severity), (received, kept) in outcome.records.items():
             service = self.service_label(service)
-            dropped = received - kept
             if received:
                 self.records_received.labels(service, severity).inc(received)
-                self.bytes_received.labels(service).inc(bytes_received)
             if kept:
                 self.records_kept.labels(service, severity).inc(kept)
-                self.bytes_kept.labels(service).inc(bytes_kept)
-            if dropped:
-                self.records_dropped.labels(service, severity).inc(dropped)
-                self.bytes_dropped.labels(service).inc(bytes_received - bytes_kept)
-        for service, pattern_id, decision, count in patterns:
-            self.pattern_records.labels(self.service_label(service), self.pattern_label(pattern_id), decision).inc(
-                count
-            )
+            if received > kept:
+                self.records_dropped.labels(service, severity).inc(received - kept)
+        for service, (bytes_received, bytes_kept) in outcome.bytes.items():
+            service = self.service_label(service)
+            self.bytes_received.labels(service).inc(bytes_received)
+            self.bytes_kept.labels(service).inc(bytes_kept)
+            self.bytes_dropped.labels(service).inc(bytes_received - bytes_kept)
+        for (service, pattern_id, _severity), tally in outcome.patterns.items():
+            service = self.service_label(service)
+            pattern = self.pattern_label(service, pattern_id)
+            for reason, count in tally.reasons.items():
+                self.pattern_records.labels(service, pattern, reason).inc(count)
 
     def exposition(self) -> bytes:
-        """The Prometheus text format of every metric."""
-        return generate_latest(self.registry)
+        """The Prometheus text format of every metric (of every process, in multiprocess mode)."""
+        return generate_latest(self._exposed)
+
+
+def _every_process(directory: str, build_info: Info) -> CollectorRegistry:
+    """The values every process wrote under `directory`, plus the build info, which multiprocess
+    mode cannot carry (an Info lives in its own process only)."""
+    registry = CollectorRegistry(auto_describe=True)
+    MultiProcessCollector(registry, directory)
+    registry.register(build_info)
+    return registry

@@ -26,6 +26,9 @@ DEFAULT_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.primary_user_agent", f"lipservice-proxy/{__version__}"),
+    # gRPC's reconnect backoff grows toward 120 s by default; an upstream back from an outage would
+    # then wait long after our own retry is ready. Our retry loop owns the pacing, so keep this short.
+    ("grpc.max_reconnect_backoff_ms", 2000),
 )
 
 ChannelOption = tuple[str, Any]

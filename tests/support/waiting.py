@@ -10,7 +10,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.01, what: str = "") -> T:
+def wait_until(
+    predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.01, what: str = ""
+) -> T:
     """Poll `predicate` until it returns a truthy value; fail the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -23,7 +25,10 @@ def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: floa
 
 
 async def async_wait_until(
-    predicate: Callable[[], T | Awaitable[T]], timeout: float = 10.0, interval: float = 0.01, what: str = ""
+    predicate: Callable[[], T | Awaitable[T]],
+    timeout: float = 10.0,  # noqa: ASYNC109 - a test helper, mirrors wait_until
+    interval: float = 0.01,
+    what: str = "",
 ) -> T:
     """Async twin of wait_until; `predicate` may be sync or async."""
     deadline = time.monotonic() + timeout

@@ -1,0 +1,232 @@
+"""The admin server (:8888): the status page at /, /metrics, /healthz, /readyz and the JSON API under
+/api/v1.
+
+It only reads: every answer comes from the `AdminSource` it is handed (the running proxy), plus the
+archived policies of `policy_history`. With `admin.auth` set, everything but the probes needs the token.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+import yaml
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from .auth import BearerAuthenticator
+from .config import AdminConfig, host_port
+from .status_page import render_status_page
+from .timeline import Timeline
+
+log = logging.getLogger(__name__)
+
+
+STATUS_PAGE_PATTERNS = 50
+HISTORY_SUMMARY_KEYS = ("version", "generated_by", "generated_at", "reasoning")
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_RULE_REASONS = {
+    "protected": "ERROR and FATAL are always kept",
+    "severity": "the policy's rate for this severity",
+    "default": "no rule applies: kept",
+}
+
+
+class AdminSource(Protocol):
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def timeline(self) -> Timeline: ...
+
+    def metrics_text(self) -> bytes: ...
+
+    def policy_view(self) -> dict[str, Any]: ...
+
+    def patterns_view(self, limit: int) -> dict[str, Any]: ...
+
+
+def policy_summary(path: Path) -> dict[str, Any]:
+    """The top-level scalars of HISTORY_SUMMARY_KEYS in a policy file, read from the YAML event stream
+    (no document is built, so a file of thousands of rules costs little)."""
+    found: dict[str, Any] = {"file": path.name}
+    depth, key = 0, None
+    try:
+        with path.open("rb") as handle:
+            for event in yaml.parse(handle, Loader=_YAML_LOADER):
+                if isinstance(event, yaml.CollectionStartEvent):
+                    depth += 1
+                elif isinstance(event, yaml.CollectionEndEvent | yaml.AliasEvent):
+                    depth -= isinstance(event, yaml.CollectionEndEvent)
+                    key = None  # a value that is not a scalar
+                elif isinstance(event, yaml.ScalarEvent) and depth == 1:
+                    if key is None:
+                        key = event.value
+                        continue
+                    if key in HISTORY_SUMMARY_KEYS:
+                        value: Any = event.value
+                        found[key] = int(value) if key == "version" and value.isdigit() else value
+                        if len(found) > len(HISTORY_SUMMARY_KEYS):
+                            break
+                    key = None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        found["error"] = f"unreadable: {type(exc).__name__}"
+    return found
+
+
+def policy_history(directory: Path, limit: int = 50) -> list[dict[str, Any]]:
+    """Summaries of the archived policies in `directory` (the analysis writer's history/), newest first."""
+    try:
+        files = [path for path in directory.iterdir() if path.suffix in (".yaml", ".yml")]
+    except OSError:
+        return []
+    summaries = [policy_summary(path) for path in files]
+    summaries.sort(
+        key=lambda s: (s.get("version") if isinstance(s.get("version"), int) else -1, s["file"]), reverse=True
+    )
+    return summaries[:limit]
+
+
+def with_reasons(patterns_view: dict[str, Any], policy: Mapping[str, Any]) -> dict[str, Any]:
+    """Each pattern gets a `reason` (unless it has one): the policy rule's own reason when a pattern rule
+    sets its rate, the boost's reason under an anomaly boost, else what the rule name means."""
+    boosts = {boost["pattern_id"]: boost.get("reason") for boost in patterns_view.get("boosts", [])}
+
+    def rule_reason(rules: list[Mapping[str, Any]], pattern: Mapping[str, Any]) -> str | None:
+        for rule in rules:
+            if rule.get("id") == pattern.get("id") or (
+                rule.get("template") and rule.get("template") == pattern.get("template")
+            ):
+                return rule.get("reason")
+        return None
+
+    for pattern in patterns_view.get("patterns", []):
+        if "reason" in pattern:
+            continue
+        rule = str(pattern.get("rule", ""))
+        reason: str | None = None
+        if rule == "boost":
+            reason = boosts.get(pattern.get("id", ""))
+        elif rule == "pattern":
+            reason = rule_reason(policy.get("patterns", []), pattern)
+        elif rule.startswith("service:"):
+            service = policy.get("services", {}).get(pattern.get("service", ""), {})
+            if rule.endswith(":pattern"):
+                reason = rule_reason(service.get("patterns", []), pattern)
+            else:
+                reason = "the service's rate for this severity"
+        pattern["reason"] = reason or _RULE_REASONS.get(rule, rule)
+    return patterns_view
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS),
+        status=status,
+        content_type="application/json",
+    )
+
+
+class AdminServer:
+    def __init__(
+        self,
+        config: AdminConfig,
+        source: AdminSource,
+        *,
+        auth: BearerAuthenticator | None = None,
+        extra_routes: list[web.RouteDef] | None = None,
+    ) -> None:
+        self._config = config
+        self._source = source
+        self._auth = auth
+        self._extra_routes = extra_routes or []
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        app = web.Application(middlewares=[self._auth_middleware])
+        app.router.add_get("/", self._status_page)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/api/v1/policy", self._policy)
+        app.router.add_get("/api/v1/patterns", self._patterns)
+        app.router.add_routes(self._extra_routes)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        host, port = host_port(self._config.endpoint)
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info("admin server listening on %s:%d", host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @web.middleware
+    async def _auth_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        # Probes stay open so the kubelet needs no token; everything that shows data is guarded.
+        guarded = self._auth is not None and request.path not in ("/healthz", "/readyz")
+        if guarded and not self._auth.accepts(request.headers.get("Authorization")):  # type: ignore[union-attr]
+            refusal = json_response({"error": "missing or invalid bearer token"}, status=401)
+            refusal.headers["WWW-Authenticate"] = 'Bearer realm="lipservice-proxy admin"'
+            return refusal
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        response = web.Response(body=self._source.metrics_text())
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return json_response({"status": "ok"})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if self._source.ready:
+            return json_response({"status": "ready"})
+        return json_response({"status": "not ready"}, status=503)
+
+    async def _policy(self, request: web.Request) -> web.Response:
+        return json_response(self._source.policy_view())
+
+    async def _patterns(self, request: web.Request) -> web.Response:
+        try:
+            limit = max(1, min(int(request.query.get("limit", "100")), 10_000))
+        except ValueError:
+            return json_response({"error": "limit must be an integer"}, status=400)
+        return json_response(with_reasons(self._source.patterns_view(limit), self._current_policy()))
+
+    def _current_policy(self) -> Mapping[str, Any]:
+        current: Mapping[str, Any] = self._source.policy_view().get("current", {})
+        return current
+
+    async def _status_page(self, request: web.Request) -> web.Response:
+        timeline = self._source.timeline
+        now = time.time()
+        policy_view = self._source.policy_view()
+        page = render_status_page(
+            ready=self._source.ready,
+            policy_view=policy_view,
+            patterns_view=with_reasons(
+                self._source.patterns_view(STATUS_PAGE_PATTERNS), policy_view.get("current", {})
+            ),
+            points=timeline.points(now),
+            totals=timeline.totals(),
+            step=timeline.step,
+            now=now,
+        )
+        response = web.Response(text=page, content_type="text/html", charset="utf-8")
+        # the page shows log templates: no script may run, no other origin may frame it
+        response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+        response.headers["X-Frame-Options"] = "DENY"
+        return response

@@ -1,0 +1,81 @@
+"""The logs pipeline between receivers and exporters: admit, decide, count, queue.
+
+Receivers parse each request exactly once and hand the message (with its raw bytes, for cheap
+substring checks) to `LogsPipeline.consume`. The sampler edits the message in place (dropped
+records deleted, kept records annotated), the result is serialised once and offered to every
+exporter queue. The client is answered as soon as every queue holds it (a disk queue: durably);
+when any queue or the memory limiter says no, nothing has been decided or counted and the client
+gets a retryable refusal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+from .exporters.queue import Fanout
+from .sampling.decision import BatchOutcome
+from .telemetry import Telemetry
+
+
+class BatchSampler(Protocol):
+    def process(self, request: ExportLogsServiceRequest, raw: bytes, now: float) -> BatchOutcome:
+        """Decide every record of `request`, editing it in place; return the tallies."""
+        ...
+
+
+class Admission(Protocol):
+    def check(self) -> None:
+        """Raise Backpressure when the process may not take more data now."""
+        ...
+
+
+class BatchObserver(Protocol):
+    def observe(self, outcome: BatchOutcome, now: float) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumeResult:
+    rejected_records: int = 0
+    message: str = ""
+
+
+class LogsPipeline:
+    def __init__(
+        self,
+        sampler: BatchSampler,
+        fanout: Fanout,
+        telemetry: Telemetry,
+        *,
+        admission: Admission | None = None,
+        observers: list[BatchObserver] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._sampler = sampler
+        self._fanout = fanout
+        self._telemetry = telemetry
+        self._admission = admission
+        self._observers = observers or []
+        self._clock = clock
+
+    def add_observer(self, observer: BatchObserver) -> None:
+        self._observers.append(observer)
+
+    async def consume(self, request: ExportLogsServiceRequest, raw: bytes) -> ConsumeResult:
+        """Decide, count and queue one request; return once every queue holds it (on disk, for a disk
+        queue). Raises Backpressure before deciding anything when a queue or memory is full."""
+        if self._admission is not None:
+            self._admission.check()
+        self._fanout.check_room(len(raw))
+        now = self._clock()
+        outcome = self._sampler.process(request, raw, now)
+        self._telemetry.observe_outcome(outcome)
+        for observer in self._observers:
+            observer.observe(outcome, now)
+        if outcome.forwarded:
+            await self._fanout.put(request.SerializeToString(), outcome.forwarded)
+        return ConsumeResult(outcome.rejected, outcome.rejection_message)

@@ -1,0 +1,154 @@
+"""OTLP/gRPC receiver (grpc.aio): LogsService, plus Trace/Metrics services when passthrough is set.
+
+Handlers are registered with no deserializer, so each request arrives as bytes and is parsed once,
+by the shared handler. gRPC itself enforces `max_recv_msg_size` (RESOURCE_EXHAUSTED without
+RetryInfo, i.e. not retryable, as OTLP wants for oversize data) and decompresses gzip.
+Status codes: bad data INVALID_ARGUMENT, full queues UNAVAILABLE with a RetryInfo delay, missing
+or wrong token UNAUTHENTICATED.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from ..auth import BearerAuthenticator
+from ..config import MIB, GrpcReceiverConfig, ServerTLS
+from ..errors import Backpressure, RequestError
+from ..telemetry import Telemetry
+from .handler import LogsHandler
+from .passthrough import Passthrough, PassthroughError
+from .tls import grpc_server_credentials
+
+log = logging.getLogger(__name__)
+
+LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
+SIGNAL_SERVICES = {
+    "traces": "opentelemetry.proto.collector.trace.v1.TraceService",
+    "metrics": "opentelemetry.proto.collector.metrics.v1.MetricsService",
+}
+
+
+def retry_info_trailer(
+    code: grpc.StatusCode, message: str, retry_after: float
+) -> tuple[tuple[str, bytes], ...]:
+    """A RetryInfo, which makes OTLP clients retry after the delay: inside `grpc-status-details-bin` (the
+    Collector and Go/Java clients read it there) and alone as `google.rpc.retryinfo-bin` (where the
+    OpenTelemetry Python SDK looks for it)."""
+    delay = duration_pb2.Duration()
+    delay.FromNanoseconds(int(retry_after * 1e9))
+    retry_info = error_details_pb2.RetryInfo(retry_delay=delay)
+    detail = any_pb2.Any()
+    detail.Pack(retry_info)
+    status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
+    return (
+        ("grpc-status-details-bin", status.SerializeToString()),
+        ("google.rpc.retryinfo-bin", retry_info.SerializeToString()),
+    )
+
+
+class GrpcReceiver:
+    def __init__(
+        self,
+        config: GrpcReceiverConfig,
+        logs: LogsHandler,
+        telemetry: Telemetry,
+        *,
+        passthrough: Passthrough | None = None,
+        auth: BearerAuthenticator | None = None,
+        tls: ServerTLS | None = None,
+        reuse_port: bool = False,
+    ) -> None:
+        self._config = config
+        self._logs = logs
+        self._telemetry = telemetry
+        self._passthrough = passthrough
+        self._auth = auth
+        self._credentials = grpc_server_credentials(tls) if tls is not None else None
+        max_bytes = int(config.max_recv_msg_size_mib * MIB)
+        self._server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", max_bytes),
+                ("grpc.max_send_message_length", 64 * MIB),
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
+            ],
+        )
+        self.port = 0
+
+    async def start(self) -> int:
+        handlers = {
+            "Export": grpc.unary_unary_rpc_method_handler(
+                self._export_logs, request_deserializer=None, response_serializer=None
+            )
+        }
+        generic = [grpc.method_handlers_generic_handler(LOGS_SERVICE, handlers)]
+        if self._passthrough is not None:
+            for signal, service in SIGNAL_SERVICES.items():
+                if self._passthrough.enabled(signal):
+                    handler = grpc.unary_unary_rpc_method_handler(
+                        self._forwarder(signal), request_deserializer=None, response_serializer=None
+                    )
+                    generic.append(grpc.method_handlers_generic_handler(service, {"Export": handler}))
+        self._server.add_generic_rpc_handlers(generic)
+        endpoint = self._config.endpoint
+        if self._credentials is not None:
+            self.port = self._server.add_secure_port(endpoint, self._credentials)
+        else:
+            self.port = self._server.add_insecure_port(endpoint)
+        await self._server.start()
+        log.info("OTLP/gRPC receiver listening on %s", endpoint.rsplit(":", 1)[0] + f":{self.port}")
+        return self.port
+
+    async def stop(self, grace: float) -> None:
+        """Refuse new calls at once; let calls in progress finish within `grace` seconds."""
+        await self._server.stop(grace)
+
+    def _count(self, outcome: str) -> None:
+        self._telemetry.receiver_requests.labels("grpc", outcome).inc()
+
+    async def _authenticate(self, context: grpc.aio.ServicerContext) -> None:
+        if self._auth is None:
+            return
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization" and self._auth.accepts(value):
+                return
+        self._count("unauthenticated")
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+
+    async def _export_logs(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        await self._authenticate(context)
+        try:
+            response = await self._logs.handle(request, "protobuf")
+        except RequestError as exc:
+            self._count("invalid")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except Backpressure as exc:
+            self._count("refused")
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                str(exc),
+                trailing_metadata=retry_info_trailer(grpc.StatusCode.UNAVAILABLE, str(exc), exc.retry_after),
+            )
+        except Exception:
+            self._count("error")
+            log.exception("logs export failed unexpectedly")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        self._count("partial" if response.HasField("partial_success") else "success")
+        return response.SerializeToString()
+
+    def _forwarder(self, signal: str) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]:
+        passthrough = self._passthrough
+        assert passthrough is not None
+
+        async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            await self._authenticate(context)
+            try:
+                return await passthrough.forward(signal, request)
+            except PassthroughError as exc:
+                await context.abort(exc.code, exc.message, trailing_metadata=exc.trailing_metadata)
+
+        return forward

@@ -1,0 +1,69 @@
+"""What both receivers share: parse a logs request once, run the pipeline, build the response.
+
+The handler is protocol-neutral: it takes the (already decompressed) body and its encoding and
+returns an `ExportLogsServiceResponse`, or raises `RequestError` / `Backpressure` for the receiver
+to translate into its protocol's status. Everything up to queueing is synchronous; the one await is
+for a disk queue to hold the kept records durably before the client is answered.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from google.protobuf.message import DecodeError
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+
+from ..errors import BadRequest
+from ..pipeline import LogsPipeline
+from .otlp_json import json_to_message, message_to_json
+
+Encoding = Literal["protobuf", "json"]
+
+CONTENT_TYPES: dict[str, Encoding] = {
+    "application/x-protobuf": "protobuf",
+    "application/protobuf": "protobuf",
+    "application/json": "json",
+}
+RESPONSE_CONTENT_TYPE: dict[Encoding, str] = {
+    "protobuf": "application/x-protobuf",
+    "json": "application/json",
+}
+
+
+def decode_protobuf(body: bytes, message_type: type) -> object:
+    try:
+        return message_type.FromString(body)
+    except DecodeError as exc:
+        raise BadRequest(f"malformed protobuf: {exc}") from None
+
+
+def encode(message: object, encoding: Encoding) -> bytes:
+    return message_to_json(message) if encoding == "json" else message.SerializeToString()  # type: ignore[attr-defined]
+
+
+def status_body(code: int, message: str, encoding: Encoding) -> bytes:
+    """A google.rpc.Status, the body OTLP/HTTP prescribes for errors."""
+    return encode(status_pb2.Status(code=code, message=message), encoding)
+
+
+class LogsHandler:
+    def __init__(self, pipeline: LogsPipeline) -> None:
+        self._pipeline = pipeline
+
+    async def handle(self, body: bytes, encoding: Encoding) -> ExportLogsServiceResponse:
+        if encoding == "json":
+            request = json_to_message(body, ExportLogsServiceRequest)
+        else:
+            request = decode_protobuf(body, ExportLogsServiceRequest)
+        response = ExportLogsServiceResponse()
+        if not request.resource_logs:  # type: ignore[attr-defined]
+            return response  # an empty request is a success (OTLP spec)
+        result = await self._pipeline.consume(request, body)  # type: ignore[arg-type]
+        if result.rejected_records:
+            response.partial_success.rejected_log_records = result.rejected_records
+            response.partial_success.error_message = result.message
+        return response

@@ -1,0 +1,252 @@
+"""OTLP/HTTP receiver (aiohttp): /v1/logs, and /v1/traces + /v1/metrics when passthrough is set.
+
+Protobuf and JSON share the port; the response uses the request's Content-Type. Bodies are read
+with a byte limit and a deadline (chunked bodies without Content-Length included), gzip is
+inflated with the same limit applied to the output (a gzip bomb gets 413, not our memory), and
+every error carries a google.rpc.Status body. Full queues answer 503 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import zlib
+
+from aiohttp import web
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from ..auth import BearerAuthenticator
+from ..config import MIB, HttpReceiverConfig, ServerTLS, host_port
+from ..errors import Backpressure, BadRequest, PayloadTooLarge, RequestError, RequestTimeout, UnsupportedMedia
+from ..telemetry import Telemetry
+from .handler import (
+    CONTENT_TYPES,
+    RESPONSE_CONTENT_TYPE,
+    Encoding,
+    LogsHandler,
+    decode_protobuf,
+    encode,
+    status_body,
+)
+from .otlp_json import json_to_message
+from .passthrough import Passthrough, PassthroughError
+from .tls import server_ssl_context
+
+log = logging.getLogger(__name__)
+
+MAX_GZIP_MEMBERS = 64
+SIGNAL_TYPES = {
+    "traces": (ExportTraceServiceRequest, ExportTraceServiceResponse),
+    "metrics": (ExportMetricsServiceRequest, ExportMetricsServiceResponse),
+}
+GRPC_CODE = {400: 3, 401: 16, 403: 7, 404: 12, 408: 4, 413: 8, 415: 3, 429: 8, 500: 13, 503: 14, 504: 4}
+
+
+def inflate(body: bytes, content_encoding: str, limit: int) -> bytes:
+    """Decode the Content-Encoding with the output bounded by `limit` bytes."""
+    encoding = content_encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise UnsupportedMedia(f"unsupported Content-Encoding {content_encoding!r} (use gzip or none)")
+    wbits = 47 if encoding == "deflate" else 31  # 47: zlib or gzip header, auto-detected
+    output: list[bytes] = []
+    produced = 0
+    data = body
+    for _ in range(MAX_GZIP_MEMBERS):  # concatenated gzip members are one stream
+        inflater = zlib.decompressobj(wbits=wbits)
+        try:
+            chunk = inflater.decompress(data, limit - produced + 1)
+        except zlib.error as exc:
+            raise BadRequest(f"invalid {encoding} body: {exc}") from None
+        produced += len(chunk)
+        if produced > limit or inflater.unconsumed_tail:
+            raise PayloadTooLarge(f"decompressed body exceeds the limit of {limit} bytes")
+        if not inflater.eof:
+            raise BadRequest(f"truncated {encoding} body")
+        output.append(chunk)
+        data = inflater.unused_data
+        if not data:
+            return b"".join(output)
+    raise BadRequest(f"more than {MAX_GZIP_MEMBERS} gzip members")
+
+
+def request_encoding(content_type: str) -> Encoding:
+    media = content_type.split(";", 1)[0].strip().lower()
+    try:
+        return CONTENT_TYPES[media]
+    except KeyError:
+        raise UnsupportedMedia(
+            f"unsupported Content-Type {media or '(none)'!r}: use application/x-protobuf or application/json"
+        ) from None
+
+
+class HttpReceiver:
+    def __init__(
+        self,
+        config: HttpReceiverConfig,
+        logs: LogsHandler,
+        telemetry: Telemetry,
+        *,
+        passthrough: Passthrough | None = None,
+        auth: BearerAuthenticator | None = None,
+        tls: ServerTLS | None = None,
+        reuse_port: bool = False,
+    ) -> None:
+        self._config = config
+        self._logs = logs
+        self._telemetry = telemetry
+        self._passthrough = passthrough
+        self._auth = auth
+        self._ssl_context = server_ssl_context(tls) if tls is not None else None
+        self._reuse_port = reuse_port
+        self._limit = int(config.max_request_body_mib * MIB)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        app = web.Application(client_max_size=self._limit)
+        app.router.add_post("/v1/logs", self._logs_route)
+        for signal in SIGNAL_TYPES:
+            app.router.add_post(f"/v1/{signal}", self._signal_route(signal))
+        # auto_decompress off: `inflate` decodes with the size limit applied to its output
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, auto_decompress=False)
+        await self._runner.setup()
+        host, port = host_port(self._config.endpoint)
+        site = web.TCPSite(
+            self._runner,
+            host,
+            port,
+            ssl_context=self._ssl_context,
+            reuse_port=self._reuse_port or None,
+            backlog=1024,
+        )
+        await site.start()
+        server = site._server  # aiohttp exposes the bound port only through the asyncio server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info("OTLP/HTTP receiver listening on %s:%d", host, self.port)
+        return self.port
+
+    async def stop(self, grace: float) -> None:
+        if self._runner is not None:
+            await self._runner.shutdown()
+            await self._runner.cleanup()
+            self._runner = None
+
+    # ---- shared request handling ----
+
+    def _count(self, outcome: str) -> None:
+        self._telemetry.receiver_requests.labels("http", outcome).inc()
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        """The raw body, at most `limit` bytes, within `read_timeout`; chunked or with Content-Length."""
+        if request.content_length is not None and request.content_length > self._limit:
+            raise PayloadTooLarge(
+                f"body of {request.content_length} bytes exceeds the limit of {self._limit} bytes"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self._config.read_timeout):
+                while chunk := await request.content.readany():
+                    size += len(chunk)
+                    if size > self._limit:
+                        raise PayloadTooLarge(f"body exceeds the limit of {self._limit} bytes")
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise RequestTimeout(f"body not received within {self._config.read_timeout:g}s") from None
+        return b"".join(chunks)
+
+    async def _decoded_body(self, request: web.Request) -> tuple[bytes, Encoding]:
+        encoding = request_encoding(request.headers.get("Content-Type", ""))
+        body = await self._read_body(request)
+        return inflate(body, request.headers.get("Content-Encoding", ""), self._limit), encoding
+
+    def _authenticated(self, request: web.Request) -> bool:
+        return self._auth is None or self._auth.accepts(request.headers.get("Authorization"))
+
+    @staticmethod
+    def _error(
+        status: int, message: str, encoding: Encoding, headers: dict[str, str] | None = None
+    ) -> web.Response:
+        return web.Response(
+            status=status,
+            body=status_body(GRPC_CODE.get(status, 2), message, encoding),
+            content_type=RESPONSE_CONTENT_TYPE[encoding],
+            headers=headers,
+        )
+
+    @staticmethod
+    def _reply_encoding(request: web.Request) -> Encoding:
+        media = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        return CONTENT_TYPES.get(media, "protobuf")
+
+    def _failure(self, request: web.Request, exc: Exception) -> web.Response:
+        encoding = self._reply_encoding(request)
+        if isinstance(exc, Backpressure):
+            self._count("refused")
+            retry_after = str(max(1, math.ceil(exc.retry_after)))
+            return self._error(503, str(exc), encoding, {"Retry-After": retry_after})
+        assert isinstance(exc, RequestError)
+        outcome = {408: "timeout", 413: "too_large", 415: "unsupported"}.get(exc.http_status, "invalid")
+        self._count(outcome)
+        return self._error(exc.http_status, str(exc), encoding)
+
+    # ---- routes ----
+
+    async def _logs_route(self, request: web.Request) -> web.Response:
+        if not self._authenticated(request):
+            self._count("unauthenticated")
+            return self._error(401, "missing or invalid bearer token", self._reply_encoding(request))
+        try:
+            body, encoding = await self._decoded_body(request)
+            response = await self._logs.handle(body, encoding)
+        except (RequestError, Backpressure) as exc:
+            return self._failure(request, exc)
+        except Exception:
+            self._count("error")
+            log.exception("logs export failed unexpectedly")
+            return self._error(500, "internal error", self._reply_encoding(request))
+        self._count("partial" if response.HasField("partial_success") else "success")
+        return web.Response(body=encode(response, encoding), content_type=RESPONSE_CONTENT_TYPE[encoding])
+
+    def _signal_route(self, signal: str):
+        request_type, response_type = SIGNAL_TYPES[signal]
+
+        async def route(request: web.Request) -> web.Response:
+            encoding = self._reply_encoding(request)
+            if self._passthrough is None or not self._passthrough.enabled(signal):
+                return self._error(
+                    404, f"{signal} are not accepted here: passthrough.{signal} is not set", encoding
+                )
+            if not self._authenticated(request):
+                self._count("unauthenticated")
+                return self._error(401, "missing or invalid bearer token", encoding)
+            try:
+                body, encoding = await self._decoded_body(request)
+                if encoding == "json":
+                    body = json_to_message(body, request_type).SerializeToString()
+                else:
+                    decode_protobuf(body, request_type)  # validate, so bad data gets 400 here, not upstream
+                answer = await self._passthrough.forward(signal, body)
+            except RequestError as exc:
+                return self._failure(request, exc)
+            except PassthroughError as exc:
+                status = exc.http_status()
+                delay = exc.retry_after()
+                headers = {"Retry-After": str(max(1, math.ceil(delay)))} if delay is not None else None
+                return self._error(status, f"upstream: {exc.message}", encoding, headers)
+            if encoding == "json":
+                answer = encode(response_type.FromString(answer), "json")
+            return web.Response(body=answer, content_type=RESPONSE_CONTENT_TYPE[encoding])
+
+        return route

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Idempotent set-up on a fresh machine: a virtualenv in .venv with the package installed.
+# Usage: scripts/setup.sh [EXTRA]   (EXTRA=test adds the test dependencies and system tools)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extra="${1:-}"
+python="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+if [ -n "$extra" ]; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$extra]"
+else
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+fi
+if [ "$extra" = "test" ]; then
+  # System tools the tests use: promtool (Debian package prometheus) checks /metrics output;
+  # headless Chromium renders the admin status page (tests/test_status_page.py).
+  missing=()
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  if [ ${#missing[@]} -gt 0 ]; then
+    sudo_cmd=""
+    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi

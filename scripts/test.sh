@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up (if needed) and run every check: lint, format, then the test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh test
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+exec .venv/bin/python -m pytest "$@"
