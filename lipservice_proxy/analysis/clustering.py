@@ -1,0 +1,69 @@
+"""Families of near-duplicate templates: TF-IDF over template words, DBSCAN with cosine distance.
+
+Near-duplicates are templates the miner kept apart that a reader would call one statement
+("Accepted password for <*> from <IP>" / "Accepted publickey for <*> from <IP>"). Showing the LLM
+one family instead of each variant keeps the prompt short and its answers consistent. DBSCAN
+needs no cluster count and leaves outliers as noise: a noise template stays a family of its own
+and is counted as such. Placeholders count as words, so "<IP>" vs "<NUM>" in the same slot still
+tells templates apart a little.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.cluster import DBSCAN
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+TOKEN_PATTERN = r"<[^<>\s]{1,32}>|[^\W\d_]{2,}"  # placeholders, and words of two letters or more
+DEFAULT_EPS = 0.3  # cosine distance: templates sharing most of their weighted words
+MAX_CLUSTERED = 2000  # DBSCAN on cosine distance is quadratic; the rest stay singletons
+
+
+@dataclass(frozen=True, slots=True)
+class Clustering:
+    labels: tuple[int, ...]  # family number per template, numbered from 0 in order of first member
+    noise: int  # templates DBSCAN called noise (each a singleton family)
+    unclustered: int  # templates past MAX_CLUSTERED, left as singletons without clustering
+
+    @property
+    def families(self) -> int:
+        return len(set(self.labels))
+
+
+def cluster_templates(
+    templates: Sequence[str], *, eps: float = DEFAULT_EPS, max_clustered: int = MAX_CLUSTERED
+) -> Clustering:
+    """Group templates (most important first: only the first `max_clustered` are clustered)."""
+    clustered = list(templates[:max_clustered])
+    raw = _dbscan_labels(clustered, eps)
+    raw.extend([-1] * (len(templates) - len(clustered)))
+    labels: list[int] = []
+    numbering: dict[int, int] = {}
+    next_family = 0
+    for label in raw:
+        if label >= 0 and label in numbering:
+            labels.append(numbering[label])
+            continue
+        if label >= 0:
+            numbering[label] = next_family
+        labels.append(next_family)
+        next_family += 1
+    noise = sum(1 for label in raw[: len(clustered)] if label < 0)
+    return Clustering(tuple(labels), noise, len(templates) - len(clustered))
+
+
+def _dbscan_labels(templates: list[str], eps: float) -> list[int]:
+    """DBSCAN labels (-1 for noise); all noise when there is nothing to compare."""
+    if len(templates) < 2:
+        return [-1] * len(templates)
+    vectorizer = TfidfVectorizer(token_pattern=TOKEN_PATTERN, lowercase=True, sublinear_tf=True)
+    try:
+        matrix = vectorizer.fit_transform(templates)
+    except ValueError:  # no word in any template (all placeholders or punctuation)
+        return [-1] * len(templates)
+    model = DBSCAN(eps=eps, min_samples=2, metric="cosine", algorithm="brute")
+    labels: np.ndarray = model.fit_predict(matrix)
+    return [int(label) for label in labels]

@@ -1,0 +1,306 @@
+"""The analysis loop: every `analysis.interval`, off the hot path, refresh the policy from the stats.
+
+One pass (`run_once`): close the stats interval; detect anomalies and boost their patterns in the
+running sampler at once; group templates into families (in a worker thread: DBSCAN is quadratic);
+ask the LLM for a candidate when one is configured and within budget, else (or when it fails)
+the heuristic; pass the candidate through the guardrails; write the policy atomically with
+version + 1; make the store re-read it so the sampler applies it from the next batch. Every pass
+is counted in `lipservice_analysis_runs_total{outcome}`: llm, heuristic, fallback (the LLM was
+configured but its answer could not be used), skipped (no records), error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from ..config import SEVERITY_NAMES, AnalysisConfig
+from ..sampling.boosts import BoostTable
+from ..sampling.policy import Policy
+from ..sampling.severity import ERROR, INFO
+from ..sampling.store import PolicyStore
+from ..telemetry import Telemetry
+from .anomalies import DEFAULT_THRESHOLDS, Anomaly, Thresholds, detect
+from .clustering import cluster_templates
+from .guardrails import Candidate, KnownPattern, Limits, apply_guardrails
+from .heuristic import heuristic_candidate
+from .llm import LlmAdvisor
+from .prompt import Family, PromptData, build_families, build_messages
+from .stats import IntervalSnapshot, PatternEntry, PatternStats, PatternVolume, pattern_volumes
+from .writer import PolicyWriter
+
+log = logging.getLogger(__name__)
+
+
+class SamplerView(Protocol):
+    """What the loop needs of the running sampler."""
+
+    @property
+    def policy(self) -> Policy: ...
+
+    @property
+    def boosts(self) -> BoostTable: ...
+
+    def resolve(self, service: str, pattern_id: str, template: str) -> tuple[list[float], list[str]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    outcome: str  # llm | heuristic | fallback | skipped | error
+    policy: Policy | None  # the guarded policy of this pass (written unless `written` is False)
+    written: bool
+    anomalies: tuple[Anomaly, ...]
+    records: int
+    families: int
+    noise: int
+    message: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "policy_version": self.policy.version if self.policy else None,
+            "written": self.written,
+            "anomalies": len(self.anomalies),
+            "records": self.records,
+            "families": self.families,
+            "noise": self.noise,
+            "message": self.message,
+        }
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _dominant_level(entry: PatternEntry) -> int:
+    """The busiest level below ERROR: the one whose rate the pattern's volume mostly gets."""
+    sampled = entry.counts[:ERROR]
+    return max(range(ERROR), key=lambda level: sampled[level]) if any(sampled) else INFO
+
+
+class AnalysisLoop:
+    def __init__(
+        self,
+        config: AnalysisConfig,
+        *,
+        stats: PatternStats,
+        sampler: SamplerView,
+        store: PolicyStore | None,
+        telemetry: Telemetry,
+        policy_path: Path | None,
+        environ: Mapping[str, str] = os.environ,
+        clock: Callable[[], float] = time.time,
+        thresholds: Thresholds = DEFAULT_THRESHOLDS,
+        offline: bool = False,
+    ) -> None:
+        self._config = config
+        self._stats = stats
+        self._sampler = sampler
+        self._store = store
+        self._telemetry = telemetry
+        self._clock = clock
+        self._thresholds = thresholds
+        self._limits = Limits(config.min_rate, config.max_rate_change_factor, bound_first_rules=not offline)
+        self._writer = PolicyWriter(policy_path, config.history) if policy_path is not None else None
+        self._advisor = LlmAdvisor(config.llm, telemetry, environ, clock) if config.llm is not None else None
+        self._anomalies: list[tuple[Anomaly, float]] = []  # with the time their boost ends
+        self._families: dict[str, str] = {}  # pattern id -> family id, from the last pass
+        self.last_result: RunResult | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run a pass every interval until `stop` is set; a failing pass is logged and counted."""
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self._config.interval)
+                if stop.is_set():
+                    break
+                try:
+                    await self.run_once(self._clock())
+                except Exception:  # the loop must outlive one bad pass
+                    log.exception("analysis pass failed")
+                    self._telemetry.analysis_runs.labels("error").inc()
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._advisor is not None:
+            await self._advisor.aclose()
+
+    async def run_once(self, now: float) -> RunResult:
+        snapshot = self._stats.roll(now)
+        policy_in_force = self._sampler.policy
+        anomalies = detect(snapshot, self._thresholds)
+        self._boost(anomalies, policy_in_force, now)
+        volumes = pattern_volumes(snapshot)
+        if not volumes:
+            return self._finish(RunResult("skipped", None, False, tuple(anomalies), 0, 0, 0, "no records"))
+
+        clustering = await asyncio.to_thread(cluster_templates, [v.template for v in volumes])
+        families = build_families(volumes, clustering)
+        self._families = {m.pattern_id: f.id for f in families for m in f.members}
+        known = self._known_patterns()
+        candidate, outcome = await self._candidate(
+            volumes, families, anomalies, known, policy_in_force, snapshot
+        )
+        if (
+            self._sampler.policy is not policy_in_force
+        ):  # reloaded while the LLM thought: guard against the new one
+            policy_in_force = self._sampler.policy
+            known = self._known_patterns()
+        base = (snapshot.received, clustering.families, clustering.noise)
+        version = max(policy_in_force.version, self._writer.existing_version() if self._writer else 0) + 1
+        boosted = {boost.pattern_id for boost in self._sampler.boosts.active(now)}
+        try:
+            policy = apply_guardrails(
+                candidate,
+                policy_in_force,
+                known,
+                boosted,
+                self._limits,
+                version=version,
+                generated_at=datetime.now(UTC),
+            )
+        except ValidationError as exc:
+            log.error("the guarded policy is invalid, keeping the one in force: %s", exc)
+            return self._finish(RunResult("error", None, False, tuple(anomalies), *base, str(exc)))
+        if _same_rates(policy, policy_in_force):
+            return self._finish(RunResult(outcome, policy, False, tuple(anomalies), *base, "rates unchanged"))
+        if self._writer is None:
+            return self._finish(RunResult(outcome, policy, False, tuple(anomalies), *base))
+        try:
+            path = await asyncio.to_thread(self._writer.write, policy)  # YAML of thousands of rules: ~0.5 s
+        except OSError as exc:
+            message = f"cannot write {self._writer.path}: {exc.strerror or exc}"
+            log.error("analysis: %s; the policy in force stays", message)
+            return self._finish(RunResult("error", policy, False, tuple(anomalies), *base, message))
+        if self._store is not None:
+            self._store.poll()
+        log.info("analysis wrote policy version %d to %s (%s)", policy.version, path, outcome)
+        return self._finish(RunResult(outcome, policy, True, tuple(anomalies), *base))
+
+    def _finish(self, result: RunResult) -> RunResult:
+        self._telemetry.analysis_runs.labels(result.outcome).inc()
+        self.last_result = result
+        return result
+
+    def _boost(self, anomalies: list[Anomaly], policy: Policy, now: float) -> None:
+        boost = policy.anomaly_boost
+        until = now + boost.duration
+        for anomaly in anomalies:
+            self._telemetry.anomalies.labels(anomaly.kind).inc()
+            for pattern_id in anomaly.pattern_ids:
+                self._sampler.boosts.boost(
+                    pattern_id, boost.rate, until, f"{anomaly.kind}: {anomaly.message}"
+                )
+            self._anomalies.append((anomaly, until))
+            log.warning("anomaly %s in %s: %s", anomaly.kind, anomaly.service, anomaly.message)
+        self._anomalies = [(a, end) for a, end in self._anomalies if end > now]
+
+    def _known_patterns(self) -> dict[str, KnownPattern]:
+        known: dict[str, KnownPattern] = {}
+        for entry in self._stats.entries():
+            if entry.pattern_id not in known:
+                rates, rules = self._sampler.resolve(entry.service, entry.pattern_id, entry.template)
+                level = _dominant_level(entry)
+                known[entry.pattern_id] = KnownPattern(
+                    entry.template, rates[level], has_rule=rules[level].endswith("pattern")
+                )
+        return known
+
+    async def _candidate(
+        self,
+        volumes: list[PatternVolume],
+        families: list[Family],
+        anomalies: list[Anomaly],
+        known: dict[str, KnownPattern],
+        policy: Policy,
+        snapshot: IntervalSnapshot,
+    ) -> tuple[Candidate, str]:
+        if self._advisor is not None:
+            data = PromptData(
+                families=families,
+                anomalies=anomalies,
+                policy=policy,
+                current_rates={pid: k.current_rate for pid, k in known.items()},
+                duration=snapshot.duration,
+                kept=sum(w.kept for w in snapshot.patterns),
+                target_keep_ratio=self._config.target_keep_ratio,
+                limits=self._limits,
+            )
+            candidate = await self._advisor.propose(build_messages(data), families)
+            if candidate is not None:
+                return candidate, "llm"
+        heuristic = heuristic_candidate(
+            volumes,
+            target_keep_ratio=self._config.target_keep_ratio,
+            duration=snapshot.duration,
+            first_per_window=policy.first_per_window,
+            min_rate=self._config.min_rate,
+        )
+        return heuristic, "heuristic" if self._advisor is None else "fallback"
+
+    # ---- the admin API ----
+
+    def patterns_view(self, limit: int) -> dict[str, Any]:
+        now = self._clock()
+        boosts = self._sampler.boosts.active(now)
+        boosted = {boost.pattern_id: boost for boost in boosts}
+        active = [(a, end) for a, end in self._anomalies if end > now]
+        kinds: dict[str, str] = {}
+        for anomaly, _ in active:
+            for pattern_id in anomaly.pattern_ids:
+                kinds.setdefault(pattern_id, anomaly.kind)
+        ranked = sorted(
+            self._stats.entries(),
+            key=lambda e: (-(e.last_interval + sum(e.interval_counts)), -e.received, e.pattern_id, e.service),
+        )
+        patterns = []
+        for entry in ranked[:limit]:
+            rates, rules = self._sampler.resolve(entry.service, entry.pattern_id, entry.template)
+            level = _dominant_level(entry)
+            boost = boosted.get(entry.pattern_id)
+            patterns.append(
+                {
+                    "id": entry.pattern_id,
+                    "template": entry.template,
+                    "service": entry.service,
+                    "family": self._families.get(entry.pattern_id, f"family-{entry.pattern_id}"),
+                    "counts": {name: n for name, n in zip(SEVERITY_NAMES, entry.counts, strict=True) if n},
+                    "received": entry.received,
+                    "kept": entry.kept,
+                    "last_interval": entry.last_interval,
+                    "rate": boost.rate if boost else rates[level],
+                    "rule": "boost" if boost else rules[level],
+                    "anomaly": entry.pattern_id in kinds,
+                    "anomaly_kind": kinds.get(entry.pattern_id),
+                    "first_seen": _iso(entry.first_seen),
+                    "last_seen": _iso(entry.last_seen),
+                }
+            )
+        return {
+            "patterns": patterns,
+            "total_patterns": len(self._stats),
+            "anomalies": [{**anomaly.as_dict(), "until": _iso(end)} for anomaly, end in active],
+            "boosts": [
+                {"pattern_id": b.pattern_id, "rate": b.rate, "until": _iso(b.until), "reason": b.reason}
+                for b in boosts
+            ],
+            "last_run": self.last_result.as_dict() if self.last_result else None,
+        }
+
+
+def _same_rates(new: Policy, old: Policy) -> bool:
+    return new.severity_rates == old.severity_rates and {r.id: r.rate for r in new.patterns} == {
+        r.id: r.rate for r in old.patterns
+    }

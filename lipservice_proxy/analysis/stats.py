@@ -1,0 +1,269 @@
+"""Rolling per-(service, pattern) statistics: the pipeline feeds them, the analysis loop reads them.
+
+`PatternStats.observe` runs on the hot path once per request and costs O(patterns in the batch):
+it only adds the batch's tallies into the current interval. `roll(now)` closes the interval (once
+per analysis pass, off the hot path): it returns an `IntervalSnapshot` holding the interval's
+counts next to each baseline as it was *before* the interval (so anomaly detection compares the
+interval with the past, not with itself), then folds the interval into the baselines.
+
+Baselines are exponentially weighted mean and variance of the rate (records per second), per
+pattern and per service for ERROR+ records, so a spike is judged against recent history with
+bounded memory and no stored time series. Memory is bounded by `max_patterns`: past it, the least
+recently seen entries are forgotten (a forgotten pattern that returns counts as new again).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from ..config import SEVERITY_NAMES
+from ..sampling.decision import BatchOutcome
+from ..sampling.severity import ERROR, LEVEL_OF_NAME
+
+N_LEVELS = len(SEVERITY_NAMES)
+EMA_ALPHA = 0.3  # weight of the newest interval: a baseline forgets a burst within a few intervals
+
+
+@dataclass(slots=True)
+class Ema:
+    """Exponentially weighted mean and variance of one rate."""
+
+    mean: float = 0.0
+    variance: float = 0.0
+    samples: int = 0
+
+    def update(self, value: float, alpha: float = EMA_ALPHA) -> None:
+        if self.samples == 0:
+            self.mean = value
+        else:
+            diff = value - self.mean
+            increment = alpha * diff
+            self.mean += increment
+            self.variance = (1 - alpha) * (self.variance + diff * increment)
+        self.samples += 1
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.variance)
+
+
+@dataclass(slots=True)
+class PatternEntry:
+    service: str
+    pattern_id: str
+    template: str
+    first_seen: float
+    last_seen: float
+    counts: list[int] = field(default_factory=lambda: [0] * N_LEVELS)  # per level, since first seen
+    kept: int = 0
+    bytes: int = 0
+    bytes_kept: int = 0
+    interval_counts: list[int] = field(default_factory=lambda: [0] * N_LEVELS)
+    interval_kept: int = 0
+    interval_bytes: int = 0
+    last_interval: int = 0  # records in the last closed interval, for ranking
+    rate: Ema = field(default_factory=Ema)
+    new: bool = False  # first seen after the first interval closed, and no interval closed since
+
+    @property
+    def received(self) -> int:
+        return sum(self.counts)
+
+
+@dataclass(frozen=True, slots=True)
+class PatternWindow:
+    """One pattern's share of a closed interval, with its baseline from before the interval."""
+
+    service: str
+    pattern_id: str
+    template: str
+    counts: tuple[int, ...]  # per level
+    kept: int
+    bytes: int
+    baseline: float  # records per second
+    baseline_std: float
+    baseline_intervals: int
+    new: bool
+
+    @property
+    def received(self) -> int:
+        return sum(self.counts)
+
+    @property
+    def protected(self) -> int:
+        """ERROR and FATAL records: always kept, so not the policy's to sample."""
+        return sum(self.counts[ERROR:])
+
+    @property
+    def sampleable(self) -> int:
+        return sum(self.counts[:ERROR])
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceWindow:
+    service: str
+    received: int
+    errors: int  # ERROR and FATAL records
+    baseline: float  # ERROR+ records per second
+    baseline_std: float
+    baseline_intervals: int
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalSnapshot:
+    start: float
+    end: float
+    patterns: tuple[PatternWindow, ...]  # only patterns seen in the interval
+    services: tuple[ServiceWindow, ...]
+    closed_before: int  # intervals closed before this one: 0 means there is no baseline yet
+
+    @property
+    def duration(self) -> float:
+        return max(self.end - self.start, 1e-3)
+
+    @property
+    def received(self) -> int:
+        return sum(p.received for p in self.patterns)
+
+
+@dataclass(frozen=True, slots=True)
+class PatternVolume:
+    """One pattern's interval summed over services (policy rules apply to a pattern everywhere)."""
+
+    pattern_id: str
+    template: str
+    counts: tuple[int, ...]  # per level
+    baseline: float  # records per second, summed over services
+    services: tuple[str, ...]
+
+    @property
+    def received(self) -> int:
+        return sum(self.counts)
+
+    @property
+    def protected(self) -> int:
+        return sum(self.counts[ERROR:])
+
+    @property
+    def sampleable(self) -> int:
+        return sum(self.counts[:ERROR])
+
+
+def pattern_volumes(snapshot: IntervalSnapshot) -> list[PatternVolume]:
+    """The interval's patterns, busiest first (ties by id, so the order is deterministic)."""
+    merged: dict[str, list[PatternWindow]] = {}
+    for window in snapshot.patterns:
+        merged.setdefault(window.pattern_id, []).append(window)
+    volumes = [
+        PatternVolume(
+            pattern_id,
+            windows[0].template,
+            tuple(sum(level) for level in zip(*(w.counts for w in windows), strict=True)),
+            sum(w.baseline for w in windows),
+            tuple(sorted(w.service for w in windows)),
+        )
+        for pattern_id, windows in merged.items()
+    ]
+    volumes.sort(key=lambda v: (-v.received, v.pattern_id))
+    return volumes
+
+
+class PatternStats:
+    """The pipeline's `BatchObserver` for the analysis loop."""
+
+    def __init__(self, max_patterns: int = 20_000) -> None:
+        self._max_patterns = max_patterns
+        self._entries: dict[tuple[str, str], PatternEntry] = {}
+        self._service_errors: dict[str, Ema] = {}
+        self._interval_start: float | None = None
+        self._closed = 0
+        self.evicted = 0
+        self.last_observed: float | None = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def observe(self, outcome: BatchOutcome, now: float) -> None:
+        if self._interval_start is None:
+            self._interval_start = now
+        self.last_observed = now
+        entries = self._entries
+        for (service, pattern_id, severity), tally in outcome.patterns.items():
+            entry = entries.get((service, pattern_id))
+            if entry is None:
+                entry = entries[(service, pattern_id)] = PatternEntry(
+                    service, pattern_id, tally.template, now, now, new=self._closed > 0
+                )
+                if len(entries) > self._max_patterns:
+                    self._evict()
+            level = LEVEL_OF_NAME[severity]
+            entry.last_seen = now
+            entry.counts[level] += tally.received
+            entry.interval_counts[level] += tally.received
+            entry.kept += tally.kept
+            entry.interval_kept += tally.kept
+            entry.bytes += tally.bytes
+            entry.interval_bytes += tally.bytes
+            entry.bytes_kept += tally.bytes_kept
+
+    def _evict(self) -> None:
+        """Forget the least recently seen quarter, so eviction runs rarely (amortised O(1) per insert)."""
+        ranked = sorted(self._entries.items(), key=lambda item: item[1].last_seen)
+        for key, _ in ranked[: max(1, len(ranked) // 4)]:
+            del self._entries[key]
+            self.evicted += 1
+
+    def roll(self, now: float) -> IntervalSnapshot:
+        """Close the current interval at `now` and fold it into the baselines."""
+        start = self._interval_start if self._interval_start is not None else now
+        duration = max(now - start, 1e-3)
+        windows: list[PatternWindow] = []
+        errors_by_service: dict[str, list[int]] = {}
+        for entry in self._entries.values():
+            received = sum(entry.interval_counts)
+            if received:
+                windows.append(
+                    PatternWindow(
+                        entry.service,
+                        entry.pattern_id,
+                        entry.template,
+                        tuple(entry.interval_counts),
+                        entry.interval_kept,
+                        entry.interval_bytes,
+                        entry.rate.mean,
+                        entry.rate.std,
+                        entry.rate.samples,
+                        entry.new,
+                    )
+                )
+                totals = errors_by_service.setdefault(entry.service, [0, 0])
+                totals[0] += received
+                totals[1] += sum(entry.interval_counts[ERROR:])
+            entry.rate.update(received / duration)
+            entry.last_interval = received
+            entry.interval_counts = [0] * N_LEVELS
+            entry.interval_kept = entry.interval_bytes = 0
+            entry.new = False
+        live_services = {entry.service for entry in self._entries.values()}
+        for service in set(self._service_errors) - live_services:
+            del self._service_errors[service]  # its patterns were all evicted: bounded like them
+        services = []
+        for service in sorted(live_services):
+            received, errors = errors_by_service.get(service, (0, 0))
+            baseline = self._service_errors.setdefault(service, Ema())
+            services.append(
+                ServiceWindow(service, received, errors, baseline.mean, baseline.std, baseline.samples)
+            )
+            baseline.update(errors / duration)
+        snapshot = IntervalSnapshot(start, now, tuple(windows), tuple(services), self._closed)
+        self._closed += 1
+        self._interval_start = now
+        return snapshot
+
+    def entries(self) -> Iterator[PatternEntry]:
+        return iter(self._entries.values())
+
+    def known_ids(self) -> set[str]:
+        return {pattern_id for _, pattern_id in self._entries}
