@@ -1,6 +1,6 @@
 """Benchmark of the sampler: decisions per second on one core for known patterns.
 
-    python bench/sampler.py [--records 200000] [--system HDFS]
+    python -m bench.sampler [--records 200000] [--system HDFS]
 
 Requests of 512 loghub records (fresh numbers in every body, so bodies are mostly unique while
 their shapes repeat; a third carry trace ids) go through `Sampler.process` with the default policy,
@@ -17,18 +17,14 @@ from __future__ import annotations
 import argparse
 import random
 import re
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest  # noqa: E402
-
-from lipservice_proxy.patterns import PatternEngine  # noqa: E402
-from lipservice_proxy.sampling.policy import Policy  # noqa: E402
-from lipservice_proxy.sampling.sampler import Sampler  # noqa: E402
-from tests.support.loghub import iter_lines  # noqa: E402
+from lipservice_proxy.patterns import PatternEngine
+from lipservice_proxy.sampling.policy import Policy
+from lipservice_proxy.sampling.sampler import Sampler
+from tests.support.loghub import iter_lines
 
 BATCH = 512
 _NUMBER = re.compile(r"\d+")
@@ -60,10 +56,8 @@ def build_requests(system: str, total: int, seed: int = 1) -> list[bytes]:
 
 
 def measure(requests: list[bytes], sampler: Sampler) -> dict[str, float]:
-    parsed = []
     started = time.process_time()
-    for raw in requests:
-        parsed.append(ExportLogsServiceRequest.FromString(raw))
+    parsed = [ExportLogsServiceRequest.FromString(raw) for raw in requests]
     parse = time.process_time() - started
     started = time.process_time()
     for raw, request in zip(requests, parsed, strict=True):
@@ -98,9 +92,8 @@ def main() -> None:
     total = args.records
     print(f"{args.system}: {total:,} records in requests of {BATCH}, best of {args.runs} runs (CPU seconds)")
     for phase, seconds in best.items():
-        print(
-            f"  {phase:<10} {seconds:7.3f} s  {total / seconds:>12,.0f} records/s  {seconds / total * 1e6:6.2f} us/record"
-        )
+        rate, micros = total / seconds, seconds / total * 1e6
+        print(f"  {phase:<10} {seconds:7.3f} s  {rate:>12,.0f} records/s  {micros:6.2f} us/record")
     print(f"decisions per second on one core (known patterns): {total / best['decide']:,.0f}")
 
 

@@ -1,0 +1,272 @@
+"""Benchmark lipservice-proxy against a fixed floor: records per proxy CPU-second, latency, memory.
+
+    python -m bench --quick                    # loghub and repetitive over gRPC, under 60 s
+    python -m bench                            # every workload, with the floor and the half-rate latency
+    python -m bench --workload loghub --streams 32 --connections 8 --workers 2
+    python -m bench --patterns 10000 --duration 600 --no-compare-floor      # the memory soak (10 minutes)
+
+For each workload: generate a pool of requests (not measured), run the proxy with the sink behind it
+under closed-loop load, then the floor (bench/floor.py) with the same load, then (unless --quick) the
+proxy again paced at half the records/s it reached, for the Export latency. One JSON line per
+workload on stdout as it completes, then a table of all of them. Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .harness import REPO, BenchError, RunSettings, run_target
+from .proctree import load_average
+from .profiling import py_spy_path
+from .workloads import WORKLOADS, Workload, generate_pool, write_pool
+
+FULL_WORKLOADS = ("loghub", "repetitive", "small-batches", "json")
+QUICK = {"workloads": ("loghub", "repetitive"), "pool_records": 120_000, "warmup": 2.0, "duration": 5.0}
+# The issue's targets for the proxy (2 cores, gRPC in and out, default policy).
+RECORDS_PER_CPU_TARGET = {"loghub": 150_000, "repetitive": 300_000}
+FLOOR_RATIO_TARGET = {"loghub": 0.35, "repetitive": 0.65}
+LATENCY_P99_TARGET_MS = 5.0
+PEAK_RSS_TARGET_MIB = 200.0
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError("must be a positive number")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="loghub and repetitive, short windows, no extras"
+    )
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), nargs="+", help="default: all but patterns")
+    parser.add_argument("--streams", type=positive_int, default=16, help="concurrent Export calls")
+    parser.add_argument("--connections", type=positive_int, default=4, help="TCP connections they share")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load before the window")
+    parser.add_argument("--duration", type=positive_float, default=15.0, help="seconds of the window")
+    parser.add_argument("--max-requests", type=positive_int, default=1_000_000, help="cap on calls per run")
+    parser.add_argument("--rate", type=positive_float, help="records/s, open loop, instead of max throughput")
+    parser.add_argument("--pool-records", type=positive_int, default=200_000, help="records in the pool")
+    parser.add_argument(
+        "--patterns", type=positive_int, help="distinct templates (implies --workload patterns)"
+    )
+    parser.add_argument("--workers", type=positive_int, help="pass --workers N to `lipservice-proxy run`")
+    parser.add_argument(
+        "--compare-floor", action=argparse.BooleanOptionalAction, default=True, help="also run the floor"
+    )
+    parser.add_argument(
+        "--half-rate",
+        action=argparse.BooleanOptionalAction,
+        help="also run the proxy at half its max records/s for latency (default: on unless --quick/--rate)",
+    )
+    parser.add_argument("--profile", type=Path, help="directory for py-spy profiles of the proxy's window")
+    parser.add_argument("--json-only", action="store_true", help="no table, only the JSON lines")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.workload = args.workload or list(QUICK["workloads"])
+        args.warmup, args.duration = QUICK["warmup"], QUICK["duration"]
+        args.pool_records = min(args.pool_records, QUICK["pool_records"])
+    if args.patterns is not None and args.workload is None:
+        args.workload = ["patterns"]
+    args.workload = args.workload or list(FULL_WORKLOADS)
+    if args.half_rate is None:
+        args.half_rate = not args.quick and args.rate is None
+    if args.connections > args.streams:
+        parser.error("--connections cannot exceed --streams")
+    if args.profile is not None and py_spy_path() is None:
+        parser.error("--profile needs py-spy: .venv/bin/pip install py-spy")
+    return args
+
+
+def progress(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return round(numerator / denominator, 3) if numerator and denominator else None
+
+
+def targets(workload: str, result: dict[str, Any]) -> dict[str, bool]:
+    """Which of the issue's targets this result meets (only those that apply to it)."""
+    proxy = result["proxy"]
+    met: dict[str, bool] = {}
+    if workload in RECORDS_PER_CPU_TARGET and proxy.get("records_per_cpu_s"):
+        met["records_per_cpu_s"] = proxy["records_per_cpu_s"] >= RECORDS_PER_CPU_TARGET[workload]
+    if workload in FLOOR_RATIO_TARGET and result.get("proxy_vs_floor") is not None:
+        met["proxy_vs_floor"] = result["proxy_vs_floor"] >= FLOOR_RATIO_TARGET[workload]
+    half = result.get("half_rate")
+    if result["protocol"] == "grpc" and half and half["latency_ms"]["p99"] is not None:
+        met["p99_at_half_rate"] = half["latency_ms"]["p99"] <= LATENCY_P99_TARGET_MS
+    if workload == "patterns":
+        met["peak_rss"] = proxy["peak_rss_mib"] <= PEAK_RSS_TARGET_MIB
+    return met
+
+
+def bench_workload(workload: Workload, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    started = time.monotonic()
+    pool, info = generate_pool(workload, args.pool_records, patterns=args.patterns or 10_000)
+    pool_path = workdir / f"{workload.name}.pool"
+    write_pool(pool_path, pool)
+    del pool
+    progress(f"{workload.name}: pool of {info.records:,} records in {time.monotonic() - started:.1f} s")
+    settings = RunSettings(
+        streams=args.streams,
+        connections=args.connections,
+        warmup=args.warmup,
+        duration=args.duration,
+        max_requests=args.max_requests,
+        rate=args.rate,
+        workers=args.workers,
+        profile=args.profile / f"{workload.name}-proxy.txt" if args.profile else None,
+    )
+    result: dict[str, Any] = {
+        "workload": workload.name,
+        "description": workload.description,
+        "protocol": workload.protocol,
+        "encoding": workload.encoding,
+        "batch": workload.batch,
+        "pool": info.as_dict(),
+        "streams": args.streams,
+        "connections": args.connections,
+        "workers": args.workers,
+        "loadavg_start": load_average(),
+    }
+    progress(f"{workload.name}: proxy")
+    result["proxy"] = run_target("proxy", workload, pool_path, settings, workdir)
+    if args.compare_floor:
+        progress(f"{workload.name}: floor")
+        floor = run_target("floor", workload, pool_path, replace(settings, profile=None), workdir)
+        result["floor"] = floor
+        result["proxy_vs_floor"] = ratio(
+            result["proxy"].get("records_per_cpu_s"), floor.get("records_per_cpu_s")
+        )
+    if args.half_rate:
+        half = result["proxy"]["records_per_s"] / 2
+        progress(f"{workload.name}: proxy at half rate ({half:,.0f} records/s)")
+        result["half_rate"] = run_target(
+            "proxy", workload, pool_path, replace(settings, rate=half, profile=None), workdir
+        )
+    result["targets_met"] = targets(workload.name, result)
+    result["loadavg_end"] = load_average()
+    result["elapsed_s"] = round(time.monotonic() - started, 1)
+    return result
+
+
+def number(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    header = (
+        f"{'workload':<14}{'run':<10}{'records/s':>11}{'CPU':>6}{'rec/CPU-s':>11}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'peak RSS':>10}{'sink ok':>8}"
+    )
+    rows = [header, "-" * len(header)]
+    for result in results:
+        for run in ("proxy", "floor", "half_rate"):
+            figures = result.get(run)
+            if figures is None:
+                continue
+            latency = figures["latency_ms"]
+            rows.append(
+                f"{result['workload']:<14}{run:<10}{number(figures['records_per_s']):>11}"
+                f"{number(figures.get('target_cpu_share'), 2):>6}"
+                f"{number(figures.get('records_per_cpu_s')):>11}"
+                f"{number(latency['p50'], 2):>9}{number(latency['p99'], 2):>9}"
+                f"{number(figures['peak_rss_mib']) + ' MiB':>10}{'yes' if figures['delivered'] else 'NO':>8}"
+            )
+        verdicts = ", ".join(
+            f"{name} {'met' if ok else 'MISSED'}" for name, ok in result["targets_met"].items()
+        )
+        rows.append(
+            f"{'':<14}proxy/floor per CPU-s: {number(result.get('proxy_vs_floor'), 2)}"
+            f"   loadavg {result['loadavg_start'][0]:.2f} -> {result['loadavg_end'][0]:.2f}"
+            + (f"   targets: {verdicts}" if verdicts else "")
+        )
+    for result in results:
+        if profile := result["proxy"].get("profile"):
+            rows.append(
+                f"{result['workload']}: proxy own time by function ({profile.get('samples', 0)} samples)"
+            )
+            rows += [f"  {share:6.1%}  {name}" for name, share in profile.get("own", [])[:12]]
+            rows += [f"  py-spy: {profile['error']}"] if "error" in profile else []
+    rows.append("CPU: the target's process tree, in cores over the window (1.00 = one core busy throughout)")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """0 when every run delivered what the target forwarded; 1 when one did not or could not run."""
+    args = parse_args(argv)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    results = []
+    failed = []
+    started = time.monotonic()
+    revision = source_revision()
+    with tempfile.TemporaryDirectory(prefix="lipservice-bench-") as directory:
+        for name in args.workload:
+            try:
+                result = bench_workload(WORKLOADS[name], args, Path(directory))
+            except (BenchError, FileNotFoundError) as exc:
+                progress(f"{name}: failed: {exc}")
+                failed.append(name)
+                continue
+            result["revision"] = revision
+            print(orjson.dumps(result).decode(), flush=True)
+            results.append(result)
+    progress(f"done in {time.monotonic() - started:.0f} s")
+    if results and not args.json_only:
+        print(table(results))
+    failed += [
+        f"{result['workload']} {run} (the sink did not get everything forwarded)"
+        for result in results
+        for run in ("proxy", "floor", "half_rate")
+        if run in result and not result[run]["delivered"]
+    ]
+    if failed:
+        progress(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+def source_revision() -> str | None:
+    """The commit measured, with "+dirty" when the proxy's sources differ from it (read-only git)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+        )
+        changes = subprocess.run(
+            ["git", "status", "--porcelain", "--", "lipservice_proxy"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if commit.returncode != 0:
+        return None
+    return commit.stdout.strip() + ("+dirty" if changes.stdout.strip() else "")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
