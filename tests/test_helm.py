@@ -5,7 +5,8 @@ for the Prometheus Operator's kinds, which no offline schema package covers, aga
 schema of the fields this chart uses (MONITORING_SCHEMAS); the config and policy it
 renders are loaded by the proxy's own loaders, and the pod wiring (mounts, probes, secrets, ports,
 security) is checked against that config. Sidecar-mode values are rendered through the example
-application chart (examples/sidecar-app), the way a user consumes them.
+application chart (examples/sidecar-app), the way a user consumes them. In fleet mode (analyzer.enabled)
+the analyzer Deployment is checked the same way, and so is how the agents reach it.
 """
 
 from __future__ import annotations
@@ -230,7 +231,8 @@ def test_rendered_config_loads_and_listens_on_every_interface(
         "otlp-http": wanted["otlpHttp"],
         "admin": wanted["admin"],
     }
-    assert rendering.container()["args"] == ["-c", rendering.mount("lipservice-config")["mountPath"]]
+    role = ["--role", "sampler"] if rendering.values["analyzer"]["enabled"] else []
+    assert rendering.container()["args"] == ["-c", rendering.mount("lipservice-config")["mountPath"], *role]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -311,18 +313,19 @@ def test_secrets_reach_the_proxy_by_reference(
         "posthogApiKey": "POSTHOG_API_KEY",
         "openaiApiKey": "OPENAI_API_KEY",
         "receiverToken": "LIPSERVICE_TOKEN",
-    }
-    from_secrets = {
-        v["name"]: v["valueFrom"]["secretKeyRef"]
-        for v in rendering.container().get("env", [])
-        if "valueFrom" in v
+        "fleetToken": "LIPSERVICE_FLEET_TOKEN",
     }
     expected = {
         wanted[key]: {"name": ref["secretName"], "key": ref["key"]}
         for key, ref in rendering.values["secrets"].items()
         if ref["secretName"]
     }
-    assert from_secrets == expected
+    if rendering.values["analyzer"]["enabled"]:  # the LLM is the analyzer's: its key stays there
+        assert _secret_env(rendering.analyzer_container()) == {
+            k: v for k, v in expected.items() if k in ("OPENAI_API_KEY", "LIPSERVICE_FLEET_TOKEN")
+        }
+        expected.pop("OPENAI_API_KEY", None)
+    assert _secret_env(rendering.container()) == expected
     assert (config.receivers.auth is not None) == ("LIPSERVICE_TOKEN" in expected)
     if "LIPSERVICE_TOKEN" in expected:
         assert (
@@ -391,11 +394,13 @@ def test_pods_carry_scrape_annotations_and_a_config_checksum(
 @pytest.mark.parametrize("case", CASES)
 def test_services_and_monitors_select_the_proxy_pods(renderings: dict[str, Rendering], case: str) -> None:
     rendering = renderings[case]
-    pod_labels = rendering.pod()["metadata"]["labels"]
-    port_names = {p["name"] for p in rendering.container()["ports"]}
+    pods = [(rendering.pod(), rendering.container())]
+    if rendering.values["analyzer"]["enabled"]:
+        pods.append((rendering.analyzer()["spec"]["template"], rendering.analyzer_container()))
     for service in rendering.all("Service"):
-        assert service["spec"]["selector"].items() <= pod_labels.items()
-        assert {p["targetPort"] for p in service["spec"]["ports"]} <= port_names
+        selector = service["spec"]["selector"].items()
+        (selected,) = [c for pod, c in pods if selector <= pod["metadata"]["labels"].items()]
+        assert {p["targetPort"] for p in service["spec"]["ports"]} <= {p["name"] for p in selected["ports"]}
     for monitor in rendering.all("ServiceMonitor"):
         selector = monitor["spec"]["selector"]["matchLabels"].items()
         (scraped,) = [s for s in rendering.all("Service") if selector <= s["metadata"]["labels"].items()]
@@ -492,7 +497,104 @@ def test_dashboard_configmap_is_labelled_for_grafana(renderings: dict[str, Rende
     assert yaml.safe_load(dashboard["data"]["lipservice-proxy.json"])["uid"] == "lipservice-proxy"
 
 
+# ---- fleet mode ----
+
+FLEET_CASES = [c for c in CASES if case_values(c).get("analyzer", {}).get("enabled")]
+
+
+def test_fleet_mode_is_rendered_for_daemonset_and_gateway(renderings: dict[str, Rendering]) -> None:
+    assert {renderings[case].mode for case in FLEET_CASES} == {"daemonset", "gateway"}
+
+
+@pytest.mark.parametrize("case", FLEET_CASES)
+def test_one_analyzer_that_every_agent_reaches(
+    renderings: dict[str, Rendering], configs: dict[str, ProxyConfig], case: str
+) -> None:
+    rendering, config = renderings[case], configs[case]
+    analyzer = rendering.analyzer()
+    assert analyzer["spec"]["replicas"] == 1 and analyzer["spec"]["strategy"] == {"type": "Recreate"}
+    assert not [
+        hpa
+        for hpa in rendering.all("HorizontalPodAutoscaler")
+        if hpa["spec"]["scaleTargetRef"]["name"] == analyzer["metadata"]["name"]
+    ], "a second analyzer would call the LLM and publish policies of its own"
+    container = rendering.analyzer_container()
+    assert container["args"] == [
+        "-c",
+        rendering.mount("lipservice-config")["mountPath"],
+        "--role",
+        "analyzer",
+    ]
+    assert rendering.container()["args"][-2:] == ["--role", "sampler"]
+
+    # the agents' config names the analyzer's Service, whose port leads to what the analyzer listens on
+    (service,) = [s for s in rendering.all("Service") if "fleet" in {p["name"] for p in s["spec"]["ports"]}]
+    (port,) = service["spec"]["ports"]
+    assert config.fleet.analyzer == f"{service['metadata']['name']}.{NAMESPACE}.svc:{port['port']}"
+    assert port["port"] == rendering.values["analyzer"]["port"]
+    fleet_port = {p["name"]: p["containerPort"] for p in container["ports"]}[port["targetPort"]]
+    assert config.fleet.listen == f"0.0.0.0:{fleet_port}"
+    pod_labels = analyzer["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    agent_selector = rendering.workload()["spec"]["selector"]["matchLabels"].items()
+    assert not agent_selector <= pod_labels.items(), "the agents' selector would adopt the analyzer pod"
+    assert (
+        not analyzer["spec"]["selector"]["matchLabels"].items()
+        <= rendering.pod()["metadata"]["labels"].items()
+    )
+
+    # one config for both (its checksum rolls both), the same policy; a data volume of its own
+    volumes = {v["name"]: v for v in analyzer["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["lipservice-config"] == rendering.volume("lipservice-config")
+    assert volumes["lipservice-policy"] == rendering.volume("lipservice-policy")
+    assert "emptyDir" in volumes["lipservice-data"]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts == {m["name"]: m for m in rendering.container()["volumeMounts"]}
+    assert (
+        PurePosixPath(mounts["lipservice-data"]["mountPath"])
+        in PurePosixPath(config.analysis.policy_file).parents
+    )
+    annotations = analyzer["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["checksum/config"] == rendering.pod()["metadata"]["annotations"]["checksum/config"]
+
+    # it runs as unprivileged as the agents, with the same probes on its admin port
+    assert container["securityContext"] == rendering.container()["securityContext"]
+    assert analyzer["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe] == rendering.container()[probe]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]}["admin"] == rendering.values["ports"][
+        "admin"
+    ]
+
+    token = rendering.values["secrets"]["fleetToken"]["secretName"]
+    assert (config.fleet.auth is not None) == bool(token)
+    if token:
+        assert (
+            config.fleet.auth is not None and config.fleet.auth.bearer_token_env == "LIPSERVICE_FLEET_TOKEN"
+        )
+    assert (
+        f"deployment/{analyzer['metadata']['name']}" in rendering.notes
+        and config.fleet.analyzer in rendering.notes
+    )
+    if rendering.values["metrics"]["serviceMonitor"]["enabled"]:
+        assert len(rendering.all("ServiceMonitor")) == 2  # agents and analyzer, each scraped once
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c not in FLEET_CASES])
+def test_without_fleet_mode_there_is_no_analyzer(
+    renderings: dict[str, Rendering], configs: dict[str, ProxyConfig], case: str
+) -> None:
+    rendering = renderings[case]
+    assert rendering.analyzers() == []
+    assert configs[case].fleet.analyzer is None and "--role" not in rendering.container()["args"]
+    assert "Fleet mode" not in rendering.notes
+
+
 # ---- helpers ----
+
+
+def _secret_env(container: dict[str, Any]) -> dict[str, Any]:
+    return {v["name"]: v["valueFrom"]["secretKeyRef"] for v in container.get("env", []) if "valueFrom" in v}
 
 
 _UNITS = {

@@ -35,6 +35,9 @@ BAD_VALUES = [
     ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
     ({"secrets": {"posthogApiKey": {"name": "posthog"}}}, "/secrets/posthogApiKey"),
     ({"replicas": 3}, "replicas"),
+    ({"analyzer": {"port": 0}}, "/analyzer/port"),
+    ({"analyzer": {"replicas": 2}}, "replicas"),
+    ({"secrets": {"fleetToken": {"name": "fleet"}}}, "/secrets/fleetToken"),
 ]
 
 
@@ -93,6 +96,19 @@ BAD_COMBINATIONS = [
     (
         {"daemonset": {"resources": {"limits": {"memory": "half a gig"}}}},
         '"half a gig" is not a memory quantity',
+    ),
+    (
+        {"mode": "sidecar", "analyzer": {"enabled": True}},
+        "analyzer.enabled (fleet mode) needs mode=daemonset",
+    ),
+    ({"analyzer": {"enabled": True, "port": 8888}}, "analyzer.port 8888 is also ports.admin"),
+    (
+        {"secrets": {"fleetToken": {"secretName": "fleet", "key": "token"}}},
+        "secrets.fleetToken guards the analyzer's fleet API, which only exists with analyzer.enabled",
+    ),
+    (
+        {"analyzer": {"enabled": True}, "config": {"fleet": {"analyzer": "elsewhere:4320"}}},
+        "config.fleet.analyzer is set by the chart",
     ),
 ]
 

@@ -29,6 +29,7 @@ CI_VALUES = {
 CASES = ["defaults", *CI_VALUES]
 RELEASE, NAMESPACE = "obs", "telemetry"
 PROXY = "lipservice-proxy"
+ANALYZER = "lipservice-analyzer"  # fleet mode's analyzer container
 DATA_DIR = PurePosixPath("/var/lib/lipservice")
 
 
@@ -78,6 +79,19 @@ class Rendering:
         (volume,) = [v for v in self.pod()["spec"]["volumes"] if v["name"] == name]
         return volume
 
+    def analyzers(self) -> list[dict[str, Any]]:
+        """Fleet mode's analyzer Deployments (there must be one, or none)."""
+        return [doc for doc in self.all("Deployment") if analyzer_container(doc) is not None]
+
+    def analyzer(self) -> dict[str, Any]:
+        (found,) = self.analyzers()
+        return found
+
+    def analyzer_container(self) -> dict[str, Any]:
+        container = analyzer_container(self.analyzer())
+        assert container is not None
+        return container
+
     def config_text(self) -> str:
         maps = [doc for doc in self.all("ConfigMap") if "config.yaml" in doc.get("data", {})]
         assert len(maps) == 1
@@ -88,6 +102,11 @@ def proxy_container(workload: dict[str, Any]) -> dict[str, Any] | None:
     spec = workload["spec"]["template"]["spec"]
     containers = [*spec.get("initContainers", []), *spec["containers"]]
     return next((c for c in containers if c["name"] == PROXY), None)
+
+
+def analyzer_container(workload: dict[str, Any]) -> dict[str, Any] | None:
+    containers = workload["spec"]["template"]["spec"]["containers"]
+    return next((c for c in containers if c["name"] == ANALYZER), None)
 
 
 def documents(manifests: dict[str, str]) -> Iterator[dict[str, Any]]:

@@ -10,7 +10,7 @@ sized from the container's memory limit.
 
 {{/* Keys the chart sets; a user value for one of them would be silently replaced, so it is refused. */}}
 {{- define "lipservice-proxy.chartOwnedKeys" -}}
-receivers.grpc.endpoint receivers.http.endpoint admin.endpoint sampler.policy_file analysis.policy_file patterns.state_file
+receivers.grpc.endpoint receivers.http.endpoint admin.endpoint sampler.policy_file analysis.policy_file patterns.state_file fleet.analyzer fleet.listen
 {{- end -}}
 
 {{- define "lipservice-proxy.configFile" -}}
@@ -24,7 +24,15 @@ receivers.grpc.endpoint receivers.http.endpoint admin.endpoint sampler.policy_fi
   "sampler" (dict "policy_file" (printf "%s/%s" (include "lipservice-proxy.policyDir" .) .Values.policy.key))
   "analysis" (dict "policy_file" (printf "%s/policies/generated.yaml" $data))
   "patterns" (dict "state_file" (printf "%s/patterns/state.json" $data)) -}}
+{{- if .Values.analyzer.enabled -}}
+{{- $_ := set $owned "fleet" (dict
+  "analyzer" (include "lipservice-proxy.analyzerAddress" .)
+  "listen" (printf "0.0.0.0:%d" (int .Values.analyzer.port))) -}}
+{{- end -}}
 {{- $config = mustMergeOverwrite $config $owned -}}
+{{- if and .Values.analyzer.enabled .Values.secrets.fleetToken.secretName (not $config.fleet.auth) -}}
+{{- $_ := set $config.fleet "auth" (dict "bearer_token_env" "LIPSERVICE_FLEET_TOKEN") -}}
+{{- end -}}
 {{- if and .Values.secrets.receiverToken.secretName (not $config.receivers.auth) -}}
 {{- $_ := set $config.receivers "auth" (dict "bearer_token_env" "LIPSERVICE_TOKEN") -}}
 {{- end -}}

@@ -29,11 +29,36 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: {{ .Values.mode }}
 {{- end -}}
 
-{{- define "lipservice-proxy.labels" -}}
+{{- define "lipservice-proxy.chartLabels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
-{{ include "lipservice-proxy.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "lipservice-proxy.labels" -}}
+{{ include "lipservice-proxy.chartLabels" . }}
+{{ include "lipservice-proxy.selectorLabels" . }}
+{{- end -}}
+
+{{/* Fleet mode's analyzer Deployment: a component of its own, so no agent selector ever matches it. */}}
+{{- define "lipservice-proxy.analyzerSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "lipservice-proxy.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: analyzer
+{{- end -}}
+
+{{- define "lipservice-proxy.analyzerLabels" -}}
+{{ include "lipservice-proxy.chartLabels" . }}
+{{ include "lipservice-proxy.analyzerSelectorLabels" . }}
+{{- end -}}
+
+{{- define "lipservice-proxy.analyzerName" -}}
+{{- printf "%s-analyzer" (include "lipservice-proxy.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Where the agents reach the analyzer: its Service, by a name that needs no cluster domain. */}}
+{{- define "lipservice-proxy.analyzerAddress" -}}
+{{- printf "%s.%s.svc:%d" (include "lipservice-proxy.analyzerName" .) .Release.Namespace (int .Values.analyzer.port) -}}
 {{- end -}}
 
 {{/* What the ServiceMonitor selects: the metrics Service, not the OTLP one (which lacks the marker). */}}

@@ -3,8 +3,12 @@ The proxy's container and volumes, shared by the DaemonSet, the Deployment and t
 Volume names carry a "lipservice-" prefix so they cannot collide with an application's own volumes.
 */}}
 
+{{/* The env entries of the Secrets that are set, among `names`; call with (dict "root" . "names" (list ...)). */}}
 {{- define "lipservice-proxy.secretEnv" -}}
-{{- range $variable, $ref := dict "POSTHOG_API_KEY" .Values.secrets.posthogApiKey "OPENAI_API_KEY" .Values.secrets.openaiApiKey "LIPSERVICE_TOKEN" .Values.secrets.receiverToken }}
+{{- $secrets := .root.Values.secrets -}}
+{{- $refs := dict "POSTHOG_API_KEY" $secrets.posthogApiKey "OPENAI_API_KEY" $secrets.openaiApiKey "LIPSERVICE_TOKEN" $secrets.receiverToken "LIPSERVICE_FLEET_TOKEN" $secrets.fleetToken }}
+{{- range $variable := .names }}
+{{- $ref := get $refs $variable }}
 {{- if $ref.secretName }}
 - name: {{ $variable }}
   valueFrom:
@@ -15,11 +19,65 @@ Volume names carry a "lipservice-" prefix so they cannot collide with an applica
 {{- end }}
 {{- end -}}
 
+{{/* The Secrets the agents need: in fleet mode the OpenAI key is the analyzer's alone. */}}
+{{- define "lipservice-proxy.agentSecrets" -}}
+{{- if .Values.analyzer.enabled -}}
+LIPSERVICE_FLEET_TOKEN LIPSERVICE_TOKEN POSTHOG_API_KEY
+{{- else -}}
+LIPSERVICE_TOKEN OPENAI_API_KEY POSTHOG_API_KEY
+{{- end -}}
+{{- end -}}
+
+{{/* The env of a container: the Secrets among `names`, then extraEnv. Call as secretEnv. */}}
+{{- define "lipservice-proxy.env" -}}
+{{- $env := include "lipservice-proxy.secretEnv" . | trim }}
+{{- if or $env .root.Values.extraEnv }}
+env:
+  {{- with $env }}
+  {{- . | nindent 2 }}
+  {{- end }}
+  {{- with .root.Values.extraEnv }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Probes, security and mounts: the same for the agents and the analyzer. */}}
+{{- define "lipservice-proxy.containerCommon" -}}
+startupProbe:
+  httpGet: {path: /healthz, port: admin}
+  periodSeconds: {{ .Values.probes.startup.periodSeconds }}
+  failureThreshold: {{ .Values.probes.startup.failureThreshold }}
+livenessProbe:
+  httpGet: {path: /healthz, port: admin}
+  {{- toYaml .Values.probes.liveness | nindent 2 }}
+readinessProbe:
+  httpGet: {path: /readyz, port: admin}
+  {{- toYaml .Values.probes.readiness | nindent 2 }}
+securityContext:
+  {{- toYaml .Values.securityContext | nindent 2 }}
+volumeMounts:
+  {{- /* subPath is fine for the config: it is read once at start, and a change rolls the pods. */}}
+  - name: lipservice-config
+    mountPath: {{ include "lipservice-proxy.configPath" . }}
+    subPath: config.yaml
+    readOnly: true
+  {{- /* The policy directory is mounted whole: a ConfigMap update swaps its ..data symlink and the
+  proxy reloads; a subPath mount would never see the change. */}}
+  - name: lipservice-policy
+    mountPath: {{ include "lipservice-proxy.policyDir" . }}
+    readOnly: true
+  - name: lipservice-data
+    mountPath: {{ include "lipservice-proxy.dataDir" . }}
+  - name: lipservice-tmp
+    mountPath: /tmp
+{{- end -}}
+
 {{- define "lipservice-proxy.container" -}}
 - name: lipservice-proxy
   image: {{ include "lipservice-proxy.image" . }}
   imagePullPolicy: {{ .Values.image.pullPolicy }}
-  args: ["-c", {{ include "lipservice-proxy.configPath" . | quote }}]
+  args: ["-c", {{ include "lipservice-proxy.configPath" . | quote }}{{ if .Values.analyzer.enabled }}, "--role", "sampler"{{ end }}]
   {{- if and (eq .Values.mode "sidecar") .Values.sidecar.nativeSidecar }}
   restartPolicy: Always
   {{- end }}
@@ -40,48 +98,26 @@ Volume names carry a "lipservice-" prefix so they cannot collide with an applica
     - name: admin
       containerPort: {{ int .Values.ports.admin }}
       protocol: TCP
-  {{- $env := include "lipservice-proxy.secretEnv" . | trim }}
-  {{- if or $env .Values.extraEnv }}
-  env:
-    {{- with $env }}
-    {{- . | nindent 4 }}
-    {{- end }}
-    {{- with .Values.extraEnv }}
-    {{- toYaml . | nindent 4 }}
-    {{- end }}
-  {{- end }}
-  startupProbe:
-    httpGet: {path: /healthz, port: admin}
-    periodSeconds: {{ .Values.probes.startup.periodSeconds }}
-    failureThreshold: {{ .Values.probes.startup.failureThreshold }}
-  livenessProbe:
-    httpGet: {path: /healthz, port: admin}
-    {{- toYaml .Values.probes.liveness | nindent 4 }}
-  readinessProbe:
-    httpGet: {path: /readyz, port: admin}
-    {{- toYaml .Values.probes.readiness | nindent 4 }}
+  {{- include "lipservice-proxy.env" (dict "root" . "names" (splitList " " (include "lipservice-proxy.agentSecrets" .))) | nindent 2 }}
   resources:
     {{- include "lipservice-proxy.resources" . | nindent 4 }}
-  securityContext:
-    {{- toYaml .Values.securityContext | nindent 4 }}
-  volumeMounts:
-    {{- /* subPath is fine for the config: it is read once at start, and a change rolls the pods. */}}
-    - name: lipservice-config
-      mountPath: {{ include "lipservice-proxy.configPath" . }}
-      subPath: config.yaml
-      readOnly: true
-    {{- /* The policy directory is mounted whole: a ConfigMap update swaps its ..data symlink and the
-    proxy reloads; a subPath mount would never see the change. */}}
-    - name: lipservice-policy
-      mountPath: {{ include "lipservice-proxy.policyDir" . }}
-      readOnly: true
-    - name: lipservice-data
-      mountPath: {{ include "lipservice-proxy.dataDir" . }}
-    - name: lipservice-tmp
-      mountPath: /tmp
+  {{- include "lipservice-proxy.containerCommon" . | nindent 2 }}
 {{- end -}}
 
 {{- define "lipservice-proxy.volumes" -}}
+{{ include "lipservice-proxy.configVolumes" . }}
+- name: lipservice-data
+  {{- if .Values.storage.persistentVolumeClaim.enabled }}
+  persistentVolumeClaim:
+    claimName: {{ include "lipservice-proxy.pvcName" . }}
+  {{- else }}
+  emptyDir:
+    {{- toYaml .Values.storage.emptyDir | nindent 4 }}
+  {{- end }}
+{{- end -}}
+
+{{/* The volumes every pod of the chart mounts besides its data volume. */}}
+{{- define "lipservice-proxy.configVolumes" -}}
 - name: lipservice-config
   configMap:
     name: {{ include "lipservice-proxy.configMapName" . }}
@@ -91,14 +127,6 @@ Volume names carry a "lipservice-" prefix so they cannot collide with an applica
     items:
       - key: {{ .Values.policy.key }}
         path: {{ .Values.policy.key }}
-- name: lipservice-data
-  {{- if .Values.storage.persistentVolumeClaim.enabled }}
-  persistentVolumeClaim:
-    claimName: {{ include "lipservice-proxy.pvcName" . }}
-  {{- else }}
-  emptyDir:
-    {{- toYaml .Values.storage.emptyDir | nindent 4 }}
-  {{- end }}
 - name: lipservice-tmp
   emptyDir:
     sizeLimit: 64Mi

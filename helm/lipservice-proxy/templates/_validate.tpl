@@ -69,6 +69,16 @@ instead of installing something that would lose data or never become ready.
 {{- fail "lipservice-proxy: metrics.serviceMonitor needs a Service, which sidecar mode has none of; scrape sidecars through metrics.scrapeAnnotations (or a PodMonitor of your own)" -}}
 {{- end -}}
 
+{{- if and .Values.analyzer.enabled (eq $mode "sidecar") -}}
+{{- fail "lipservice-proxy: analyzer.enabled (fleet mode) needs mode=daemonset or mode=gateway; a sidecar keeps its own analysis" -}}
+{{- end -}}
+{{- if and .Values.analyzer.enabled (eq (int .Values.analyzer.port) (int .Values.ports.admin)) -}}
+{{- fail (printf "lipservice-proxy: analyzer.port %d is also ports.admin; the analyzer serves both, give them different ports" (int .Values.analyzer.port)) -}}
+{{- end -}}
+{{- if and .Values.secrets.fleetToken.secretName (not .Values.analyzer.enabled) -}}
+{{- fail "lipservice-proxy: secrets.fleetToken guards the analyzer's fleet API, which only exists with analyzer.enabled" -}}
+{{- end -}}
+
 {{- if and (eq $mode "daemonset") (not .Values.daemonset.hostPort.enabled) (not .Values.daemonset.service.enabled) -}}
 {{- fail "lipservice-proxy: in daemonset mode enable daemonset.hostPort or daemonset.service (or both), or applications cannot reach the agent" -}}
 {{- end -}}
