@@ -61,7 +61,7 @@ def measure(requests: list[bytes], sampler: Sampler) -> dict[str, float]:
     parse = time.process_time() - started
     started = time.process_time()
     for raw, request in zip(requests, parsed, strict=True):
-        sampler.process(request, raw, 1_700_000_000.0)
+        sampler.process(request, raw, 1_700_000_000.0, len(raw))
     decide = time.process_time() - started
     started = time.process_time()
     for request in parsed:

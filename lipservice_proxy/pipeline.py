@@ -23,7 +23,9 @@ from .telemetry import Telemetry
 
 
 class BatchSampler(Protocol):
-    def process(self, request: ExportLogsServiceRequest, raw: bytes, now: float) -> BatchOutcome:
+    def process(
+        self, request: ExportLogsServiceRequest, raw: bytes, now: float, wire_size: int | None = None
+    ) -> BatchOutcome:
         """Decide every record of `request`, editing it in place; return the tallies."""
         ...
 
@@ -65,14 +67,16 @@ class LogsPipeline:
     def add_observer(self, observer: BatchObserver) -> None:
         self._observers.append(observer)
 
-    async def consume(self, request: ExportLogsServiceRequest, raw: bytes) -> ConsumeResult:
+    async def consume(
+        self, request: ExportLogsServiceRequest, raw: bytes, wire_size: int | None = None
+    ) -> ConsumeResult:
         """Decide, count and queue one request; return once every queue holds it (on disk, for a disk
         queue). Raises Backpressure before deciding anything when a queue or memory is full."""
         if self._admission is not None:
             self._admission.check()
         self._fanout.check_room(len(raw))
         now = self._clock()
-        outcome = self._sampler.process(request, raw, now)
+        outcome = self._sampler.process(request, raw, now, wire_size)
         self._telemetry.observe_outcome(outcome)
         for observer in self._observers:
             observer.observe(outcome, now)

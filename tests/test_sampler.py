@@ -11,7 +11,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from lipservice_proxy.patterns import PatternEngine
-from lipservice_proxy.sampling.annotate import PATTERN_ID, SAMPLE_RATE, TEMPLATE
+from lipservice_proxy.sampling.annotate import PATTERN_ID, SAMPLE_RATE, TEMPLATE, take_prior_weight
 from lipservice_proxy.sampling.coin import trace_keeps, trace_threshold
 from lipservice_proxy.sampling.decision import Reason
 from lipservice_proxy.sampling.policy import Policy, parse_policy
@@ -315,3 +315,21 @@ def test_non_string_bodies_get_patterns_too() -> None:
     records.add(severity_number=9)  # no body at all
     outcome = sampler.process(message, b"", 1000.0)
     assert outcome.kept == 3 and len(outcome.patterns) == 3
+
+
+def test_bytes_in_and_kept_are_measured_before_annotation() -> None:
+    sampler = Sampler(PatternEngine(), policy(severity_rates={"INFO": 0.5}))
+    message = request([{"body": f"upload {i} done", "severity_number": 9} for i in range(10)])
+    raw = message.SerializeToString()
+    outcome = sampler.process(message, raw, 1000.0, wire_size=len(raw))
+    unannotated = ExportLogsServiceRequest()
+    unannotated.CopyFrom(message)
+    for record in kept_records(unannotated):
+        take_prior_weight(record)  # strips the proxy's attributes
+    assert outcome.bytes["api"] == [len(raw), unannotated.resource_logs[0].ByteSize()]
+
+    two = request([{"body": "a 1", "severity_number": 17}], service="x")
+    two.resource_logs.extend(request([{"body": "b 2", "severity_number": 17}], service="y").resource_logs)
+    sizes = [resource_logs.ByteSize() for resource_logs in two.resource_logs]
+    outcome = sampler.process(two, two.SerializeToString(), 1000.0, wire_size=two.ByteSize())
+    assert outcome.bytes == {"x": [sizes[0], sizes[0]], "y": [sizes[1], sizes[1]]}  # ERRORs: all kept

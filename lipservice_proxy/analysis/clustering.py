@@ -6,16 +6,22 @@ one family instead of each variant keeps the prompt short and its answers consis
 needs no cluster count and leaves outliers as noise: a noise template stays a family of its own
 and is counted as such. Placeholders count as words, so "<IP>" vs "<NUM>" in the same slot still
 tells templates apart a little.
+
+scikit-learn (with scipy) adds ~75 MiB to a process that imports it, which a sidecar should not
+carry between passes. So the proxy runs `cluster_in_child`: this module as a short-lived child
+process (`python -m lipservice_proxy.analysis.clustering`, templates in and labels out as JSON),
+killed if it overruns; the long-running process never imports scikit-learn.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-from sklearn.cluster import DBSCAN
-from sklearn.feature_extraction.text import TfidfVectorizer
+import orjson
 
 TOKEN_PATTERN = r"<[^<>\s]{1,32}>|[^\W\d_]{2,}"  # placeholders, and words of two letters or more
 DEFAULT_EPS = 0.3  # cosine distance: templates sharing most of their weighted words
@@ -55,15 +61,66 @@ def cluster_templates(
     return Clustering(tuple(labels), noise, len(templates) - len(clustered))
 
 
+def singletons(templates: Sequence[str]) -> Clustering:
+    """Every template its own family: the answer when clustering is unavailable."""
+    return Clustering(tuple(range(len(templates))), len(templates), 0)
+
+
 def _dbscan_labels(templates: list[str], eps: float) -> list[int]:
     """DBSCAN labels (-1 for noise); all noise when there is nothing to compare."""
     if len(templates) < 2:
         return [-1] * len(templates)
+    from sklearn.cluster import DBSCAN
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
     vectorizer = TfidfVectorizer(token_pattern=TOKEN_PATTERN, lowercase=True, sublinear_tf=True)
     try:
         matrix = vectorizer.fit_transform(templates)
     except ValueError:  # no word in any template (all placeholders or punctuation)
         return [-1] * len(templates)
     model = DBSCAN(eps=eps, min_samples=2, metric="cosine", algorithm="brute")
-    labels: np.ndarray = model.fit_predict(matrix)
-    return [int(label) for label in labels]
+    return [int(label) for label in model.fit_predict(matrix)]
+
+
+class ClusteringFailed(RuntimeError):
+    """The clustering child failed or overran; the caller treats every template as its own family."""
+
+
+CHILD_TIME_LIMIT = 120.0  # seconds; DBSCAN over MAX_CLUSTERED templates takes a few
+
+
+async def cluster_in_child(templates: Sequence[str]) -> Clustering:
+    """`cluster_templates` in a child process, so this process never loads scikit-learn."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        __name__,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        output, errors = await asyncio.wait_for(
+            child.communicate(orjson.dumps(list(templates))), CHILD_TIME_LIMIT
+        )
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            child.kill()
+        await child.wait()
+        raise ClusteringFailed(f"clustering took longer than {CHILD_TIME_LIMIT:g}s") from None
+    if child.returncode != 0:
+        last_line = errors.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise ClusteringFailed(f"clustering exited with {child.returncode}: {last_line[0]}")
+    data = orjson.loads(output)
+    return Clustering(tuple(data["labels"]), data["noise"], data["unclustered"])
+
+
+def _main() -> None:
+    result = cluster_templates(orjson.loads(sys.stdin.buffer.read()))
+    sys.stdout.buffer.write(
+        orjson.dumps({"labels": result.labels, "noise": result.noise, "unclustered": result.unclustered})
+    )
+
+
+if __name__ == "__main__":
+    _main()

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
 
@@ -31,13 +31,15 @@ from ..sampling.severity import ERROR, INFO
 from ..sampling.store import PolicyStore
 from ..telemetry import Telemetry
 from .anomalies import DEFAULT_THRESHOLDS, Anomaly, Thresholds, detect
-from .clustering import cluster_templates
+from .clustering import ClusteringFailed, cluster_in_child, singletons
 from .guardrails import Candidate, KnownPattern, Limits, apply_guardrails
 from .heuristic import heuristic_candidate
-from .llm import LlmAdvisor
 from .prompt import Family, PromptData, build_families, build_messages
 from .stats import IntervalSnapshot, PatternEntry, PatternStats, PatternVolume, pattern_volumes
 from .writer import PolicyWriter
+
+if TYPE_CHECKING:
+    from .llm import LlmAdvisor
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,11 @@ class AnalysisLoop:
         self._thresholds = thresholds
         self._limits = Limits(config.min_rate, config.max_rate_change_factor, bound_first_rules=not offline)
         self._writer = PolicyWriter(policy_path, config.history) if policy_path is not None else None
-        self._advisor = LlmAdvisor(config.llm, telemetry, environ, clock) if config.llm is not None else None
+        self._advisor: LlmAdvisor | None = None
+        if config.llm is not None:
+            from .llm import LlmAdvisor  # the openai client (~20 MiB) only when an LLM is configured
+
+            self._advisor = LlmAdvisor(config.llm, telemetry, environ, clock)
         self._anomalies: list[tuple[Anomaly, float]] = []  # with the time their boost ends
         self._families: dict[str, str] = {}  # pattern id -> family id, from the last pass
         self.last_result: RunResult | None = None
@@ -146,7 +152,12 @@ class AnalysisLoop:
         if not volumes:
             return self._finish(RunResult("skipped", None, False, tuple(anomalies), 0, 0, 0, "no records"))
 
-        clustering = await asyncio.to_thread(cluster_templates, [v.template for v in volumes])
+        templates = [v.template for v in volumes]
+        try:
+            clustering = await cluster_in_child(templates)
+        except ClusteringFailed as exc:
+            log.error("analysis: %s; every template is its own family this pass", exc)
+            clustering = singletons(templates)
         families = build_families(volumes, clustering)
         self._families = {m.pattern_id: f.id for f in families for m in f.members}
         known = self._known_patterns()

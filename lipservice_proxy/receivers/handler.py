@@ -62,7 +62,8 @@ class LogsHandler:
         response = ExportLogsServiceResponse()
         if not request.resource_logs:  # type: ignore[attr-defined]
             return response  # an empty request is a success (OTLP spec)
-        result = await self._pipeline.consume(request, body)  # type: ignore[arg-type]
+        wire_size = len(body) if encoding == "protobuf" else None
+        result = await self._pipeline.consume(request, body, wire_size)  # type: ignore[arg-type]
         if result.rejected_records:
             response.partial_success.rejected_log_records = result.rejected_records
             response.partial_success.error_message = result.message

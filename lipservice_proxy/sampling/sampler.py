@@ -191,8 +191,14 @@ class Sampler:
         state.refresh(self._compiled)
         return state
 
-    def process(self, request: ExportLogsServiceRequest, raw: bytes, now: float) -> BatchOutcome:
-        """Decide every record of `request`, deleting dropped ones and annotating kept ones in place."""
+    def process(
+        self, request: ExportLogsServiceRequest, raw: bytes, now: float, wire_size: int | None = None
+    ) -> BatchOutcome:
+        """Decide every record of `request`, deleting dropped ones and annotating kept ones in place.
+
+        `raw` is the request as received (for cheap substring checks); `wire_size`, its serialized
+        protobuf size when known, spares measuring a single-resource request before sampling.
+        """
         compiled = self._compiled
         generation = compiled.generation
         add_text = self._engine.add
@@ -224,14 +230,16 @@ class Sampler:
             service_bytes = outcome.bytes.get(service)
             if service_bytes is None:
                 service_bytes = outcome.bytes[service] = [0, 0]
+            # Bytes in: the wire size when this is the request's only resource, else one C-level walk.
+            single = wire_size is not None and len(resources) == 1
+            service_bytes[0] += wire_size if single else resource_logs.ByteSize()  # type: ignore[operator]
             scopes = resource_logs.scope_logs
             empty_scopes: list[int] = []
+            kept: list[tuple[LogRecord, PatternState, float, int]] = []
             for scope_index, scope_logs in enumerate(scopes):
                 records = scope_logs.log_records
                 received += len(records)
-                size_before = scope_logs.ByteSize()
                 removed: list[int] = []
-                kept: list[tuple[LogRecord, PatternState, float, int]] = []
                 for index, record in enumerate(records):
                     trace_id = record.trace_id
                     if (trace_id and len(trace_id) != 16) or len(record.span_id) not in (0, 8):
@@ -312,21 +320,20 @@ class Sampler:
                 else:
                     for index in reversed(removed):
                         del records[index]
-                size_kept = scope_logs.ByteSize() if records and not dry_run else 0
-                for record, state, weight, level in kept:  # annotated after the kept size is measured
-                    if dry_run and weight:
-                        size_kept += record.ByteSize()
-                    if has_prior:
-                        weight *= take_prior_weight(record)
-                    state.weights[level] += weight
-                    record.MergeFromString(state.annotation(weight))
-                service_bytes[0] += size_before
-                service_bytes[1] += size_kept
                 forwarded += len(records)
             for scope_index in reversed(empty_scopes):
                 del scopes[scope_index]
             if not scopes:
                 empty_resources.append(resource_index)
+            elif dry_run:  # nothing was deleted: measure the would-be kept records one by one
+                service_bytes[1] += sum(record.ByteSize() for record, _, weight, _ in kept if weight)
+            else:  # only kept records are left: a cheap walk, before they grow by their annotations
+                service_bytes[1] += resource_logs.ByteSize()
+            for record, state, weight, level in kept:
+                if has_prior:
+                    weight *= take_prior_weight(record)
+                state.weights[level] += weight
+                record.MergeFromString(state.annotation(weight))
         for resource_index in reversed(empty_resources):
             del resources[resource_index]
 
