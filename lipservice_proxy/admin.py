@@ -91,19 +91,25 @@ def policy_history(directory: Path, limit: int = 50) -> list[dict[str, Any]]:
     return summaries[:limit]
 
 
+class _RuleReasons:
+    """A policy's pattern rules by id and by template, matched as the sampler matches them."""
+
+    def __init__(self, rules: list[Mapping[str, Any]]) -> None:
+        self._by_id = {rule.get("id"): rule.get("reason") for rule in rules}
+        self._by_template = {rule["template"]: rule.get("reason") for rule in rules if rule.get("template")}
+
+    def find(self, pattern: Mapping[str, Any]) -> str | None:
+        if pattern.get("id") in self._by_id:
+            return self._by_id[pattern.get("id")]
+        return self._by_template.get(pattern.get("template", ""))
+
+
 def with_reasons(patterns_view: dict[str, Any], policy: Mapping[str, Any]) -> dict[str, Any]:
     """Each pattern gets a `reason` (unless it has one): the policy rule's own reason when a pattern rule
     sets its rate, the boost's reason under an anomaly boost, else what the rule name means."""
     boosts = {boost["pattern_id"]: boost.get("reason") for boost in patterns_view.get("boosts", [])}
-
-    def rule_reason(rules: list[Mapping[str, Any]], pattern: Mapping[str, Any]) -> str | None:
-        for rule in rules:
-            if rule.get("id") == pattern.get("id") or (
-                rule.get("template") and rule.get("template") == pattern.get("template")
-            ):
-                return rule.get("reason")
-        return None
-
+    global_rules = _RuleReasons(policy.get("patterns", []))
+    service_rules: dict[str, _RuleReasons] = {}
     for pattern in patterns_view.get("patterns", []):
         if "reason" in pattern:
             continue
@@ -112,13 +118,15 @@ def with_reasons(patterns_view: dict[str, Any], policy: Mapping[str, Any]) -> di
         if rule == "boost":
             reason = boosts.get(pattern.get("id", ""))
         elif rule == "pattern":
-            reason = rule_reason(policy.get("patterns", []), pattern)
+            reason = global_rules.find(pattern)
+        elif rule.startswith("service:") and rule.endswith(":pattern"):
+            service = str(pattern.get("service", ""))
+            if service not in service_rules:
+                override = policy.get("services", {}).get(service, {})
+                service_rules[service] = _RuleReasons(override.get("patterns", []))
+            reason = service_rules[service].find(pattern)
         elif rule.startswith("service:"):
-            service = policy.get("services", {}).get(pattern.get("service", ""), {})
-            if rule.endswith(":pattern"):
-                reason = rule_reason(service.get("patterns", []), pattern)
-            else:
-                reason = "the service's rate for this severity"
+            reason = "the service's rate for this severity"
         pattern["reason"] = reason or _RULE_REASONS.get(rule, rule)
     return patterns_view
 

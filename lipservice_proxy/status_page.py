@@ -1,0 +1,213 @@
+"""The admin status page (`GET /`): the policy in force, the top patterns, kept versus dropped over time.
+
+Server-rendered HTML with an inline SVG chart: no script, no build step, no asset to fetch; it
+refreshes itself every 15 s with a meta tag. Everything that comes from logs or policy files
+(templates, services, reasons) is untrusted and goes through `html.escape`, in text and attributes.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from . import __version__
+from .timeline import Bucket
+
+CHART_WIDTH, CHART_HEIGHT = 720, 180
+_PAD_LEFT, _PAD_RIGHT, _PAD_TOP, _PAD_BOTTOM = 56, 8, 10, 22
+_KEPT_COLOUR, _DROPPED_COLOUR = "#2a9d8f", "#c9ced6"
+
+_STYLE = """
+body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#1d2330;background:#fafbfc}
+h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:28px 0 8px}
+.muted{color:#687083} .tiles{display:flex;gap:12px;flex-wrap:wrap;margin:16px 0}
+.tile{background:#fff;border:1px solid #e3e6eb;border-radius:6px;padding:8px 14px;min-width:120px}
+.tile b{display:block;font-size:20px}
+table{border-collapse:collapse;background:#fff;border:1px solid #e3e6eb}
+#patterns,#policy-history{width:100%} td.id code{white-space:nowrap}
+th,td{padding:4px 8px;border-bottom:1px solid #eef0f3;text-align:left;vertical-align:top}
+th{background:#f3f5f8;font-weight:600} td.n{text-align:right;font-variant-numeric:tabular-nums}
+code{font:12px ui-monospace,monospace;word-break:break-all} .anomaly{color:#b42318;font-weight:600}
+.legend span{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px;vertical-align:middle}
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _count(value: int) -> str:
+    return f"{value:,}"
+
+
+def _percent(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "-"
+
+
+def _size(nbytes: int) -> str:
+    if nbytes < 1024:
+        return f"{nbytes} B"
+    size = nbytes / 1024
+    for unit in ("KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def chart_svg(points: Sequence[Bucket], step: float) -> str:
+    """Stacked steps of kept (bottom) and dropped (top) records, one step per bucket."""
+    width = CHART_WIDTH - _PAD_LEFT - _PAD_RIGHT
+    height = CHART_HEIGHT - _PAD_TOP - _PAD_BOTTOM
+    peak = max((p.kept + p.dropped for p in points), default=0) or 1
+    slot = width / max(len(points), 1)
+
+    def y(value: int) -> float:
+        return _PAD_TOP + height * (1 - value / peak)
+
+    def outline(values: list[int]) -> list[tuple[float, float]]:
+        corners = []
+        for index, value in enumerate(values):
+            corners += [(_PAD_LEFT + index * slot, y(value)), (_PAD_LEFT + (index + 1) * slot, y(value))]
+        return corners
+
+    def area(upper: list[int], lower: list[int]) -> str:
+        return " ".join(f"{px:.1f},{py:.1f}" for px, py in [*outline(upper), *reversed(outline(lower))])
+
+    kept = [p.kept for p in points]
+    total = [p.kept + p.dropped for p in points]
+    left, right, bottom = _PAD_LEFT, CHART_WIDTH - _PAD_RIGHT, CHART_HEIGHT - 6
+    label = 'font-size="11"'
+    return (
+        f'<svg id="kept-dropped-chart" xmlns="http://www.w3.org/2000/svg" width="{CHART_WIDTH}" '
+        f'height="{CHART_HEIGHT}" viewBox="0 0 {CHART_WIDTH} {CHART_HEIGHT}" role="img" '
+        f'aria-label="kept and dropped log records per {step:g} s">'
+        f'<rect x="{left}" y="{_PAD_TOP}" width="{width}" height="{height}" fill="#fff" stroke="#e3e6eb"/>'
+        f'<polygon class="dropped" fill="{_DROPPED_COLOUR}" points="{area(total, kept)}"/>'
+        f'<polygon class="kept" fill="{_KEPT_COLOUR}" points="{area(kept, [0] * len(kept))}"/>'
+        f'<text x="{left - 6}" y="{_PAD_TOP + 10}" text-anchor="end" {label}>{_count(peak)}</text>'
+        f'<text x="{left - 6}" y="{_PAD_TOP + height}" text-anchor="end" {label}>0</text>'
+        f'<text x="{left}" y="{bottom}" {label}>{_duration(len(points) * step)} ago</text>'
+        f'<text x="{right}" y="{bottom}" text-anchor="end" {label}>now</text>'
+        "</svg>"
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min"
+
+
+def _tiles(totals: Bucket) -> str:
+    received = totals.received
+    saved = totals.bytes_received - totals.bytes_kept
+    tiles = [
+        ("received", _count(received)),
+        ("kept", f"{_count(totals.kept)} ({_percent(totals.kept, received)})"),
+        ("dropped", f"{_count(totals.dropped)} ({_percent(totals.dropped, received)})"),
+        ("bytes saved", f"{_size(saved)} ({_percent(saved, totals.bytes_received)})"),
+    ]
+    if totals.rejected:
+        tiles.append(("rejected as invalid", _count(totals.rejected)))
+    cells = "".join(
+        f'<div class="tile"><span class="muted">{_e(name)}</span><b>{_e(value)}</b></div>'
+        for name, value in tiles
+    )
+    return f'<div class="tiles">{cells}</div>'
+
+
+def _policy_section(policy_view: Mapping[str, Any]) -> str:
+    current: Mapping[str, Any] = policy_view.get("current", {})
+    rates = current.get("severity_rates", {})
+    rate_cells = "".join(f"<th>{_e(name)}</th><td class='n'>{_e(rate)}</td>" for name, rate in rates.items())
+    first = current.get("first_per_window", {})
+    facts = [
+        ("version", current.get("version")),
+        ("generated by", current.get("generated_by")),
+        ("generated at", current.get("generated_at") or "-"),
+        ("source", policy_view.get("source", "-")),
+        ("pattern rules", len(current.get("patterns", []))),
+        ("exemptions", len(current.get("exemptions", []))),
+        ("first per window", f"{first.get('count', '-')} per {_duration(float(first.get('window', 0)))}"),
+    ]
+    fact_rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts)
+    reasoning = current.get("reasoning")
+    reasoning_html = f"<p><b>Reasoning:</b> {_e(reasoning)}</p>" if reasoning else ""
+    history = policy_view.get("history", [])
+    history_rows = "".join(
+        f"<tr><td class='n'>{_e(h.get('version', '-'))}</td><td>{_e(h.get('generated_by', '-'))}</td>"
+        f"<td>{_e(h.get('generated_at') or '-')}</td><td>{_e(h.get('reasoning') or '')}</td></tr>"
+        for h in history
+    )
+    history_html = (
+        "<h3>Previous versions</h3><table id='policy-history'><tr><th>version</th><th>generated by</th>"
+        f"<th>generated at</th><th>reasoning</th></tr>{history_rows}</table>"
+        if history
+        else "<p class='muted'>No previous versions in history/.</p>"
+    )
+    return (
+        "<h2>Policy in force</h2>"
+        f"<table id='policy'>{fact_rows}</table>{reasoning_html}"
+        f"<p></p><table id='severity-rates'><tr>{rate_cells}</tr></table>{history_html}"
+    )
+
+
+def _patterns_section(patterns_view: Mapping[str, Any]) -> str:
+    patterns = patterns_view.get("patterns", [])
+    if not patterns:
+        return "<h2>Top patterns</h2><p class='muted'>No log records yet.</p>"
+    rows = []
+    for p in patterns:
+        anomaly = (p.get("anomaly_kind") or "anomaly") if p.get("anomaly") else ""
+        rows.append(
+            "<tr>"
+            f"<td class='id'><code>{_e(p.get('id', ''))}</code></td>"
+            f"<td><code class='template'>{_e(p.get('template', ''))}</code></td>"
+            f"<td>{_e(p.get('service', ''))}</td>"
+            f"<td class='n'>{_count(int(p.get('received', 0)))}</td>"
+            f"<td class='n'>{_count(int(p.get('kept', 0)))}</td>"
+            f"<td class='n'>{_e(format(float(p.get('rate', 1.0)), '.3g'))}</td>"
+            f"<td>{_e(p.get('rule', ''))}</td>"
+            f"<td>{_e(p.get('reason') or '')}</td>"
+            f"<td class='anomaly'>{_e(anomaly)}</td>"
+            "</tr>"
+        )
+    total = patterns_view.get("total_patterns", len(patterns))
+    return (
+        f"<h2>Top patterns <span class='muted'>({len(patterns)} of {_e(total)})</span></h2>"
+        "<table id='patterns'><tr><th>id</th><th>template</th><th>service</th><th>received</th>"
+        "<th>kept</th><th>rate</th><th>rule</th><th>reason</th><th>anomaly</th></tr>"
+        f"{''.join(rows)}</table>"
+    )
+
+
+def render_status_page(
+    *,
+    ready: bool,
+    policy_view: Mapping[str, Any],
+    patterns_view: Mapping[str, Any],
+    points: Sequence[Bucket],
+    totals: Bucket,
+    step: float,
+    now: float | None = None,
+) -> str:
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(time.time() if now is None else now))
+    state = "ready" if ready else "not ready"
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta http-equiv='refresh' content='15'><meta name='viewport' content='width=device-width'>"
+        f"<title>lipservice-proxy status</title><style>{_STYLE}</style></head><body>"
+        f"<h1>lipservice-proxy <span class='muted'>{_e(__version__)}</span></h1>"
+        f"<div class='muted'>{_e(state)} &middot; {_e(stamp)} &middot; "
+        "<a href='/metrics'>metrics</a> &middot; <a href='/api/v1/patterns'>patterns (JSON)</a> &middot; "
+        "<a href='/api/v1/policy'>policy (JSON)</a></div>"
+        f"<h2>Last {_duration(len(points) * step)}</h2>{_tiles(totals)}"
+        f"{chart_svg(points, step)}"
+        f"<div class='legend muted'><span style='background:{_KEPT_COLOUR}'></span>kept"
+        f"<span style='background:{_DROPPED_COLOUR}'></span>dropped (records per {step:g} s)</div>"
+        f"{_policy_section(policy_view)}{_patterns_section(patterns_view)}"
+        "</body></html>"
+    )
