@@ -34,9 +34,9 @@ from ..errors import BadRequest
 
 M = TypeVar("M", bound=Message)
 
-MAX_NESTING = 64
-"""Deepest message nesting accepted (a request is level 1). Keeps recursion bounded and every decoded
-message re-parseable by protobuf, whose binary parser stops at 100 levels."""
+MAX_NESTING = 100
+"""Deepest message nesting accepted (a request is level 1): the depth protobuf's binary parser accepts,
+so JSON and protobuf clients meet the same limit and every decoded message can be re-parsed upstream."""
 
 _HEX_ID_BYTES = {"trace_id": 16, "span_id": 8, "parent_span_id": 8}
 """OTLP's id fields, wherever they appear (LogRecord, Span, Span.Link, Exemplar): hex in JSON."""
