@@ -19,6 +19,7 @@ from lipservice_proxy.exporters.grpc_channel import GrpcTarget, parse_endpoint
 from lipservice_proxy.exporters.otlp_grpc import OtlpGrpcExporter
 from lipservice_proxy.exporters.retry import call_with_retry
 from tests.support.certs import self_signed_certificate
+from tests.support.exporting import export_error, export_once
 from tests.support.leaks import no_resource_leaks  # noqa: F401 - a fixture
 from tests.support.otlp_samples import any_value, log_request
 from tests.support.sink import OtlpSink, SinkThread
@@ -54,21 +55,6 @@ def sink(sink_thread: SinkThread) -> OtlpSink:
 
 def config_for(endpoint: str, **overrides: Any) -> OtlpGrpcExporterConfig:
     return OtlpGrpcExporterConfig.model_validate({"type": "otlp_grpc", "endpoint": endpoint, **overrides})
-
-
-async def export_once(config: OtlpGrpcExporterConfig, payload: bytes, records: int = 0) -> ExportResult:
-    exporter = OtlpGrpcExporter(config)
-    await exporter.start()
-    try:
-        return await exporter.export(payload, records)
-    finally:
-        await exporter.shutdown()
-
-
-def export_error(config: OtlpGrpcExporterConfig, payload: bytes = b"") -> ExportError:
-    with pytest.raises(ExportError) as caught:
-        asyncio.run(export_once(config, payload))
-    return caught.value
 
 
 def test_every_record_arrives_intact_and_unreserialized(sink: OtlpSink) -> None:

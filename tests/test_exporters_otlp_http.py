@@ -16,12 +16,12 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from lipservice_proxy.config import ClientTLS, OtlpHttpExporterConfig
-from lipservice_proxy.errors import ExportError, PermanentExportError, RetryableExportError
-from lipservice_proxy.exporters import build_exporter
+from lipservice_proxy.errors import PermanentExportError, RetryableExportError
 from lipservice_proxy.exporters.base import ExportResult
 from lipservice_proxy.exporters.otlp_http import OtlpHttpExporter, describe_error_body, parse_retry_after
 from lipservice_proxy.receivers.otlp_json import json_to_message
 from tests.support.certs import self_signed_certificate
+from tests.support.exporting import export_error, export_once
 from tests.support.leaks import no_resource_leaks  # noqa: F401 - a fixture
 from tests.support.otlp_samples import log_request
 from tests.support.sink import OtlpSink, SinkThread
@@ -46,22 +46,6 @@ def sink(sink_thread: SinkThread) -> OtlpSink:
 
 def config_for(url: str, **overrides: Any) -> OtlpHttpExporterConfig:
     return OtlpHttpExporterConfig.model_validate({"type": "otlp_http", "endpoint": url, **overrides})
-
-
-async def export_once(config: OtlpHttpExporterConfig, payload: bytes, records: int = 0) -> ExportResult:
-    exporter = build_exporter(config)
-    assert isinstance(exporter, OtlpHttpExporter)
-    await exporter.start()
-    try:
-        return await exporter.export(payload, records)
-    finally:
-        await exporter.shutdown()
-
-
-def export_error(config: OtlpHttpExporterConfig, payload: bytes = b"") -> ExportError:
-    with pytest.raises(ExportError) as caught:
-        asyncio.run(export_once(config, payload))
-    return caught.value
 
 
 def test_protobuf_with_gzip_and_headers(sink: OtlpSink) -> None:

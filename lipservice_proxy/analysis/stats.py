@@ -72,20 +72,11 @@ class PatternEntry:
         return sum(self.counts)
 
 
-@dataclass(frozen=True, slots=True)
-class PatternWindow:
-    """One pattern's share of a closed interval, with its baseline from before the interval."""
+class LevelCounts:
+    """Totals over `counts` (records per severity level), for the classes below that carry one."""
 
-    service: str
-    pattern_id: str
-    template: str
-    counts: tuple[int, ...]  # per level
-    kept: int
-    bytes: int
-    baseline: float  # records per second
-    baseline_std: float
-    baseline_intervals: int
-    new: bool
+    __slots__ = ()
+    counts: tuple[int, ...]
 
     @property
     def received(self) -> int:
@@ -99,6 +90,22 @@ class PatternWindow:
     @property
     def sampleable(self) -> int:
         return sum(self.counts[:ERROR])
+
+
+@dataclass(frozen=True, slots=True)
+class PatternWindow(LevelCounts):
+    """One pattern's share of a closed interval, with its baseline from before the interval."""
+
+    service: str
+    pattern_id: str
+    template: str
+    counts: tuple[int, ...]  # per level
+    kept: int
+    bytes: int
+    baseline: float  # records per second
+    baseline_std: float
+    baseline_intervals: int
+    new: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +136,7 @@ class IntervalSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
-class PatternVolume:
+class PatternVolume(LevelCounts):
     """One pattern's interval summed over services (policy rules apply to a pattern everywhere)."""
 
     pattern_id: str
@@ -137,18 +144,6 @@ class PatternVolume:
     counts: tuple[int, ...]  # per level
     baseline: float  # records per second, summed over services
     services: tuple[str, ...]
-
-    @property
-    def received(self) -> int:
-        return sum(self.counts)
-
-    @property
-    def protected(self) -> int:
-        return sum(self.counts[ERROR:])
-
-    @property
-    def sampleable(self) -> int:
-        return sum(self.counts[:ERROR])
 
 
 def pattern_volumes(snapshot: IntervalSnapshot) -> list[PatternVolume]:
