@@ -214,3 +214,18 @@ def test_writer_without_history_and_an_unwritable_directory(tmp_path: Path) -> N
     blocked.write_text("x")
     with pytest.raises(OSError):
         PolicyWriter(blocked / "p.yaml", keep=1).write(Policy(version=3))
+
+
+def test_past_the_rule_cap_the_busiest_patterns_keep_their_rules() -> None:
+    """The heuristic proposes rules smallest first; the cap must still keep the busiest patterns'."""
+    known = {
+        f"p{i}": KnownPattern(f"p{i} <NUM>", 0.2, has_rule=False, volume=i) for i in range(MAX_RULES + 500)
+    }
+    rates = {
+        pattern_id: RateChange(0.1, "busy") for pattern_id in sorted(known, key=lambda p: known[p].volume)
+    }
+    candidate = Candidate("heuristic", "x", {}, rates)
+    policy = apply_guardrails(candidate, Policy(), known, set(), LIMITS, version=2, generated_at=NOW)
+    kept = {rule.id for rule in policy.patterns}
+    assert len(kept) == MAX_RULES
+    assert f"p{MAX_RULES + 499}" in kept and "p0" not in kept  # the busiest stay, the rarest go

@@ -25,7 +25,10 @@ from typing import Any
 from ..config import SEVERITY_NAMES
 from ..sampling.policy import PROTECTED_SEVERITIES, Policy
 
-MAX_RULES = 5000  # pattern rules in one policy; past it, rules of patterns no longer seen go first
+# Pattern rules in one policy. The busiest patterns carry nearly all the volume; past the cap the
+# rarest fall back to their severity's rate. A bigger policy costs every process that loads it
+# (validation, indexes, the heap churn of a reload) and reads worse.
+MAX_RULES = 2000
 MAX_REASON = 300
 MAX_REASONING = 20_000
 
@@ -51,6 +54,7 @@ class KnownPattern:
     template: str
     current_rate: float  # the rate it gets under the policy in force (its rule, else its severity's)
     has_rule: bool = True  # False: only a severity rate applies to it so far
+    volume: int = 0  # records seen: rules for the busiest patterns are the last to go past MAX_RULES
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +142,9 @@ def apply_guardrails(
     # rules the candidate did not touch carry over; those of patterns still seen go first
     renamed = {rule["template"] for rule in rules.values()}
     carried = [r for r in current.patterns if r.id not in rules and r.template not in renamed]
-    carried.sort(key=lambda rule: rule.id not in known)
-    patterns = list(rules.values()) + [r.model_dump() for r in carried]
+    carried.sort(key=lambda rule: -known[rule.id].volume if rule.id in known else 1)
+    proposed = sorted(rules.values(), key=lambda rule: -known[rule["id"]].volume)  # stable: ties keep order
+    patterns = proposed + [r.model_dump() for r in carried]
 
     reasoning = f"{candidate.reasoning.strip()}\n{report.summary()}"
     data = current.model_dump()

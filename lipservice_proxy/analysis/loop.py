@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -220,14 +220,18 @@ class AnalysisLoop:
 
     def _known_patterns(self) -> dict[str, KnownPattern]:
         known: dict[str, KnownPattern] = {}
+        volumes: dict[str, int] = {}
         for entry in self._stats.entries():
+            volumes[entry.pattern_id] = volumes.get(entry.pattern_id, 0) + entry.received
             if entry.pattern_id not in known:
                 rates, rules = self._sampler.resolve(entry.service, entry.pattern_id, entry.template)
                 level = _dominant_level(entry)
                 known[entry.pattern_id] = KnownPattern(
                     entry.template, rates[level], has_rule=rules[level].endswith("pattern")
                 )
-        return known
+        return {
+            pattern_id: replace(pattern, volume=volumes[pattern_id]) for pattern_id, pattern in known.items()
+        }
 
     async def _candidate(
         self,
