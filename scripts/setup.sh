@@ -8,11 +8,11 @@ python="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+.venv/bin/python -m pip install --quiet --quiet --disable-pip-version-check --upgrade pip
 if [ -n "$extra" ]; then
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$extra]"
+  .venv/bin/python -m pip install --quiet --quiet --disable-pip-version-check -e ".[$extra]"
 else
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+  .venv/bin/python -m pip install --quiet --quiet --disable-pip-version-check -e .
 fi
 if [ "$extra" = "test" ]; then
   # System tools the tests use: promtool (Debian package prometheus) checks /metrics output;
