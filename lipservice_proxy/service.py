@@ -33,7 +33,7 @@ from .memlimit import MemoryLimiter
 from .patterns import PatternEngine
 from .pipeline import LogsPipeline
 from .receivers.grpc import GrpcReceiver
-from .receivers.handler import LogsHandler
+from .receivers.handler import LogsHandler, ReceiverContext
 from .receivers.http import HttpReceiver
 from .receivers.passthrough import Passthrough
 from .sampling.policy import Policy
@@ -118,19 +118,16 @@ class Proxy:
             else None
         )
         receivers = config.receivers
-        auth = BearerAuthenticator.from_config(receivers.auth, environ)
-        common: dict[str, Any] = {
-            "passthrough": self.passthrough,
-            "auth": auth,
-            "tls": receivers.tls,
-            "reuse_port": reuse_port,
-        }
-        self.grpc = (
-            GrpcReceiver(receivers.grpc, handler, telemetry, **common) if receivers.grpc.enabled else None
+        context = ReceiverContext(
+            handler,
+            telemetry,
+            passthrough=self.passthrough,
+            auth=BearerAuthenticator.from_config(receivers.auth, environ),
+            reuse_port=reuse_port,
         )
-        self.http = (
-            HttpReceiver(receivers.http, handler, telemetry, **common) if receivers.http.enabled else None
-        )
+        tls = receivers.tls
+        self.grpc = GrpcReceiver(receivers.grpc, context, tls=tls) if receivers.grpc.enabled else None
+        self.http = HttpReceiver(receivers.http, context, tls=tls) if receivers.http.enabled else None
         self.admin = (
             AdminServer(config.admin, self, auth=BearerAuthenticator.from_config(config.admin.auth, environ))
             if config.admin.enabled

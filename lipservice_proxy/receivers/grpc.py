@@ -16,12 +16,10 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from ..auth import BearerAuthenticator
 from ..config import MIB, GrpcReceiverConfig, ServerTLS
 from ..errors import Backpressure, RequestError
-from ..telemetry import Telemetry
-from .handler import LogsHandler
-from .passthrough import Passthrough, PassthroughError
+from .handler import ReceiverContext
+from .passthrough import PassthroughError
 from .tls import grpc_server_credentials
 
 log = logging.getLogger(__name__)
@@ -55,26 +53,22 @@ class GrpcReceiver:
     def __init__(
         self,
         config: GrpcReceiverConfig,
-        logs: LogsHandler,
-        telemetry: Telemetry,
+        context: ReceiverContext,
         *,
-        passthrough: Passthrough | None = None,
-        auth: BearerAuthenticator | None = None,
         tls: ServerTLS | None = None,
-        reuse_port: bool = False,
     ) -> None:
         self._config = config
-        self._logs = logs
-        self._telemetry = telemetry
-        self._passthrough = passthrough
-        self._auth = auth
+        self._logs = context.logs
+        self._telemetry = context.telemetry
+        self._passthrough = context.passthrough
+        self._auth = context.auth
         self._credentials = grpc_server_credentials(tls) if tls is not None else None
         max_bytes = int(config.max_recv_msg_size_mib * MIB)
         self._server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", max_bytes),
                 ("grpc.max_send_message_length", 64 * MIB),
-                ("grpc.so_reuseport", 1 if reuse_port else 0),
+                ("grpc.so_reuseport", 1 if context.reuse_port else 0),
             ],
         )
         self.port = 0

@@ -8,7 +8,8 @@ for a disk queue to hold the kept records durably before the client is answered.
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
@@ -19,7 +20,12 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 
 from ..errors import BadRequest
 from ..pipeline import LogsPipeline
+from ..telemetry import Telemetry
 from .otlp_json import json_to_message, message_to_json
+
+if TYPE_CHECKING:
+    from ..auth import BearerAuthenticator
+    from .passthrough import Passthrough
 
 Encoding = Literal["protobuf", "json"]
 
@@ -68,3 +74,14 @@ class LogsHandler:
             response.partial_success.rejected_log_records = result.rejected_records
             response.partial_success.error_message = result.message
         return response
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverContext:
+    """What both receivers are handed at construction, besides their own config and TLS."""
+
+    logs: LogsHandler
+    telemetry: Telemetry
+    passthrough: Passthrough | None = None
+    auth: BearerAuthenticator | None = None
+    reuse_port: bool = False  # `run --workers N`: every worker binds the same ports

@@ -23,21 +23,19 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from ..auth import BearerAuthenticator
 from ..config import MIB, HttpReceiverConfig, ServerTLS, host_port
 from ..errors import Backpressure, BadRequest, PayloadTooLarge, RequestError, RequestTimeout, UnsupportedMedia
-from ..telemetry import Telemetry
 from .handler import (
     CONTENT_TYPES,
     RESPONSE_CONTENT_TYPE,
     Encoding,
-    LogsHandler,
+    ReceiverContext,
     decode_protobuf,
     encode,
     status_body,
 )
 from .otlp_json import json_to_message
-from .passthrough import Passthrough, PassthroughError
+from .passthrough import PassthroughError
 from .tls import server_ssl_context
 
 log = logging.getLogger(__name__)
@@ -93,21 +91,17 @@ class HttpReceiver:
     def __init__(
         self,
         config: HttpReceiverConfig,
-        logs: LogsHandler,
-        telemetry: Telemetry,
+        context: ReceiverContext,
         *,
-        passthrough: Passthrough | None = None,
-        auth: BearerAuthenticator | None = None,
         tls: ServerTLS | None = None,
-        reuse_port: bool = False,
     ) -> None:
         self._config = config
-        self._logs = logs
-        self._telemetry = telemetry
-        self._passthrough = passthrough
-        self._auth = auth
+        self._logs = context.logs
+        self._telemetry = context.telemetry
+        self._passthrough = context.passthrough
+        self._auth = context.auth
         self._ssl_context = server_ssl_context(tls) if tls is not None else None
-        self._reuse_port = reuse_port
+        self._reuse_port = context.reuse_port
         self._limit = int(config.max_request_body_mib * MIB)
         self._runner: web.AppRunner | None = None
         self.port = 0
