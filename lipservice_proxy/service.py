@@ -31,6 +31,7 @@ from .exporters.queue import ExportQueue, Fanout
 from .fleet.client import FleetClient
 from .memlimit import MemoryLimiter
 from .patterns import PatternEngine
+from .patterns.metrics import StatsPublisher
 from .pipeline import LogsPipeline
 from .receivers.grpc import GrpcReceiver
 from .receivers.handler import LogsHandler, ReceiverContext
@@ -191,17 +192,13 @@ class Proxy:
         if self.admin is not None:
             await self.admin.stop()
 
-    async def wait_stopped(self) -> None:
-        await self._stop.wait()
-
     def _spawn(self, coroutine: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(coroutine, name=name))
 
     async def _refresh_gauges(self) -> None:
+        publisher = StatsPublisher(self.telemetry)
         while True:
-            stats = self.engine.stats()
-            self.telemetry.patterns_active.set(stats.templates)
-            self.telemetry.pattern_cache_entries.set(stats.cache_entries)
+            publisher.publish(self.engine.stats())
             await asyncio.sleep(1.0)
 
     async def _save_patterns_periodically(self) -> None:

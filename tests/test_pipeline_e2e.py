@@ -296,6 +296,11 @@ def test_invalid_ids_are_rejected_as_partial_success(keep_all_policy: Path, sink
         assert "trace_id" in response.partial_success.error_message
         received = sink.wait_for_records(2)
         assert sorted(e.record.body.string_value for e in received) == ["item 0 shipped", "item 2 shipped"]
+        assert proxy.metric("lipservice_receiver_rejected_records_total", {"protocol": "http"}) == 1
+        assert (
+            proxy.metric("lipservice_receiver_requests_total", {"protocol": "http", "outcome": "partial"})
+            == 1
+        )
 
 
 def test_traces_and_metrics_pass_through_byte_identical(sink: SinkThread, tmp_path: Path) -> None:

@@ -12,11 +12,9 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from lipservice_proxy.patterns import PatternEngine
 from lipservice_proxy.sampling.annotate import PATTERN_ID, SAMPLE_RATE, TEMPLATE, take_prior_weight
-from lipservice_proxy.sampling.coin import trace_keeps, trace_threshold
 from lipservice_proxy.sampling.decision import Reason
 from lipservice_proxy.sampling.policy import Policy, parse_policy
 from lipservice_proxy.sampling.sampler import Sampler
-from lipservice_proxy.sampling.severity import level_of
 
 NO_FIRST = {"first_per_window": {"count": 0}}
 
@@ -84,9 +82,10 @@ def run(
     ],
 )
 def test_severity_rules(number: int, text: str, body: str, expected: str) -> None:
-    from lipservice_proxy.config import SEVERITY_NAMES
-
-    assert SEVERITY_NAMES[level_of(number, text, body)] == expected
+    sampler = Sampler(PatternEngine(), policy())
+    _, outcome = run(sampler, [{"body": body, "severity_number": number, "severity_text": text}])
+    ((_, _, severity),) = outcome.patterns  # the severity the sampler decided the record under
+    assert severity == expected
 
 
 def test_errors_always_kept_whatever_the_rates() -> None:
@@ -146,12 +145,15 @@ def test_first_per_window_keeps_each_pattern_then_samples() -> None:
 def test_trace_coin_is_consistent_and_nested() -> None:
     rng = random.Random(7)
     trace_ids = [rng.randbytes(16) for _ in range(20_000)]
-    kept_at = {
-        rate: {t for t in trace_ids if trace_keeps(t, trace_threshold(rate))} for rate in (0.1, 0.25, 0.5)
-    }
-    assert kept_at[0.1] <= kept_at[0.25] <= kept_at[0.5]  # a higher rate keeps a superset
+    kept_at = {}
+    for rate in (0.1, 0.25, 0.5, 1.0):
+        sampler = Sampler(PatternEngine(), policy(severity_rates={"INFO": rate}))
+        records = [{"body": "request served", "severity_number": 9, "trace_id": t} for t in trace_ids]
+        message, _ = run(sampler, records)
+        kept_at[rate] = {record.trace_id for record in kept_records(message)}
+    assert kept_at[0.1] <= kept_at[0.25] <= kept_at[0.5] <= kept_at[1.0]  # a higher rate keeps a superset
     assert len(kept_at[0.25]) / len(trace_ids) == pytest.approx(0.25, abs=0.02)
-    assert trace_keeps(trace_ids[0], trace_threshold(1.0))
+    assert len(kept_at[1.0]) == len(trace_ids)
 
 
 def test_all_logs_of_a_trace_share_the_decision_across_patterns_and_services() -> None:

@@ -20,7 +20,6 @@ from .stats import IntervalSnapshot
 log = logging.getLogger(__name__)
 
 SPIKE, ERROR_SURGE, NEW_PATTERN = "spike", "error_surge", "new_pattern"
-KINDS = (SPIKE, ERROR_SURGE, NEW_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)

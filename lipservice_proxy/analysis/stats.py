@@ -124,7 +124,6 @@ class IntervalSnapshot:
     end: float
     patterns: tuple[PatternWindow, ...]  # only patterns seen in the interval
     services: tuple[ServiceWindow, ...]
-    closed_before: int  # intervals closed before this one: 0 means there is no baseline yet
 
     @property
     def duration(self) -> float:
@@ -252,13 +251,10 @@ class PatternStats:
                 ServiceWindow(service, received, errors, baseline.mean, baseline.std, baseline.samples)
             )
             baseline.update(errors / duration)
-        snapshot = IntervalSnapshot(start, now, tuple(windows), tuple(services), self._closed)
+        snapshot = IntervalSnapshot(start, now, tuple(windows), tuple(services))
         self._closed += 1
         self._interval_start = now
         return snapshot
 
     def entries(self) -> Iterator[PatternEntry]:
         return iter(self._entries.values())
-
-    def known_ids(self) -> set[str]:
-        return {pattern_id for _, pattern_id in self._entries}

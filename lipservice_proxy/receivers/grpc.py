@@ -18,7 +18,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from ..config import MIB, GrpcReceiverConfig, ServerTLS
 from ..errors import Backpressure, RequestError
-from .handler import ReceiverContext
+from .handler import ReceiverContext, count_accepted
 from .passthrough import PassthroughError
 from .tls import grpc_server_credentials
 
@@ -131,7 +131,7 @@ class GrpcReceiver:
             self._count("error")
             log.exception("logs export failed unexpectedly")
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-        self._count("partial" if response.HasField("partial_success") else "success")
+        count_accepted(self._telemetry, "grpc", response)
         return response.SerializeToString()
 
     def _forwarder(self, signal: str) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]:

@@ -76,6 +76,14 @@ class LogsHandler:
         return response
 
 
+def count_accepted(telemetry: Telemetry, protocol: str, response: ExportLogsServiceResponse) -> None:
+    """An answered request: success, or partial with its rejected records counted."""
+    rejected = response.partial_success.rejected_log_records
+    telemetry.receiver_requests.labels(protocol, "partial" if rejected else "success").inc()
+    if rejected:
+        telemetry.receiver_rejected_records.labels(protocol).inc(rejected)
+
+
 @dataclass(frozen=True, slots=True)
 class ReceiverContext:
     """What both receivers are handed at construction, besides their own config and TLS."""

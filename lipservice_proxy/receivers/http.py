@@ -30,6 +30,7 @@ from .handler import (
     RESPONSE_CONTENT_TYPE,
     Encoding,
     ReceiverContext,
+    count_accepted,
     decode_protobuf,
     encode,
     status_body,
@@ -210,7 +211,7 @@ class HttpReceiver:
             self._count("error")
             log.exception("logs export failed unexpectedly")
             return self._error(500, "internal error", self._reply_encoding(request))
-        self._count("partial" if response.HasField("partial_success") else "success")
+        count_accepted(self._telemetry, "http", response)
         return web.Response(body=encode(response, encoding), content_type=RESPONSE_CONTENT_TYPE[encoding])
 
     def _signal_route(self, signal: str):

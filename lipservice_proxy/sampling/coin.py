@@ -8,6 +8,9 @@ Without one, a systematic counter per (pattern, severity): a credit grows by the
 and a record is kept whenever the credit reaches 1. Kept records stand for 1/rate records each, so
 the sum of weights misses the truth by less than half a sampling interval at any moment (the credit
 starts at one half), instead of drifting as an independent coin would.
+
+Both coins are tossed inline in the sampler's per-record loop (a function call there costs more
+than the toss); this module holds what they are computed from.
 """
 
 from __future__ import annotations
@@ -22,16 +25,3 @@ def trace_threshold(rate: float) -> bytes | None:
     if rate >= 1.0:
         return None
     return min(int(rate * _SPAN), _SPAN - 1).to_bytes(TRACE_RANDOM_BYTES, "big")
-
-
-def trace_keeps(trace_id: bytes, threshold: bytes | None) -> bool:
-    """Equal-length bytes compare as big-endian numbers, so no int conversion is needed."""
-    return threshold is None or trace_id[-TRACE_RANDOM_BYTES:] < threshold
-
-
-def systematic_keeps(credit: float, rate: float) -> tuple[bool, float]:
-    """Advance a systematic counter by one record: (keep, new credit)."""
-    credit += rate
-    if credit >= 1.0:
-        return True, credit - 1.0
-    return False, credit

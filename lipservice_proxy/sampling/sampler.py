@@ -27,7 +27,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from ..config import SEVERITY_NAMES
 from .annotate import SAMPLE_RATE, SAMPLE_RATE_NEEDLE, annotation, take_prior_weight
 from .boosts import BoostTable
-from .coin import SYSTEMATIC_START, trace_threshold
+from .coin import SYSTEMATIC_START, TRACE_RANDOM_BYTES, trace_threshold
 from .decision import BatchOutcome, Decision, PatternTally, Reason
 from .exemptions import Exemptions
 from .policy import Policy
@@ -294,7 +294,8 @@ class Sampler:
                         else:
                             weight = 1.0 / rate
                             if trace_id:
-                                keep = trace_id[-7:] < state.threshold(rate)  # type: ignore[operator]
+                                # equal-length bytes compare as big-endian numbers: no int conversion
+                                keep = trace_id[-TRACE_RANDOM_BYTES:] < state.threshold(rate)  # type: ignore[operator]
                             else:
                                 credit = state.credits[level] + rate
                                 keep = credit >= 1.0

@@ -46,11 +46,3 @@ def level_of_text(text: str) -> int | None:
 def level_of_body(text: str) -> int:
     """ERROR when the text mentions an error, exception, traceback, fatal or panic; else INFO."""
     return ERROR if _BODY_ERROR.search(text) else INFO
-
-
-def level_of(number: int, text: str, body: str) -> int:
-    """The full rule, for one record outside the hot path (replay, tests)."""
-    level = level_of_number(number)
-    if level is None:
-        level = level_of_text(text)
-    return level_of_body(body) if level is None else level
