@@ -8,15 +8,23 @@
 6. an optional per-pattern throughput cap lowers it
 7. the coin (coin.py): by trace id when there is one, else a systematic counter (sampled / dropped)
 
-`process` runs that order over a whole request in one pass, editing the message in place: dropped
-and invalid records are deleted (cheaper than rebuilding), kept ones get their annotation bytes
-appended. Per-(service, pattern) state caches everything that does not change per record (rates
-per level, annotation bytes, coin thresholds), so a record costs a handful of attribute reads and
-list operations. `decide` explains a single record with the same rules, for tools and tests.
+`process` runs each scope of a request through three stages, editing the message in place:
+- `extract` reads what a decision needs from each record (trace id, body, severity), names its
+  pattern and groups the records by (pattern state, level). This is the only per-record protobuf work.
+- `decide_extraction` applies the order above to each group. Everything but the coin is constant within a
+  group for one request (the time, the rate, the boost, the window), so it is worked out once per
+  group; the coin is the only per-record step, and the counts are added per group.
+- the edit: dropped and invalid records are deleted (cheaper than rebuilding), kept ones get their
+  pre-serialised annotation bytes appended.
+Per-(service, pattern) state caches what does not change between requests (rates per level,
+annotation bytes, coin thresholds). `decide` explains one record with the same rules.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Protocol
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -37,15 +45,17 @@ from .throughput import ThroughputCap
 from .window import window_start
 
 UNKNOWN_SERVICE = "unknown_service"
-REASONS = (Reason.SEVERITY, Reason.EXEMPT, Reason.BOOST, Reason.FIRST, Reason.SAMPLED, Reason.DROPPED)
-R_SEVERITY, R_EXEMPT, R_BOOST, R_FIRST, R_SAMPLED, R_DROPPED = range(6)
-N_REASONS = len(REASONS)
-# Per-batch counters of a pattern state, one flat list: for each level, a count per reason, then the
-# body characters seen and kept (a cheap stand-in for per-pattern bytes; exact bytes are per scope).
-S_CHARS, S_CHARS_KEPT = N_REASONS, N_REASONS + 1
-N_SLOTS = N_REASONS + 2
 N_LEVELS = len(SEVERITY_NAMES)
+INVALID_IDS = "trace_id must be 16 bytes and span_id 8 bytes (or empty)"
 _NUMBER_LEVELS = LEVEL_OF_NUMBER
+_SEVERITY, _EXEMPT, _BOOST, _FIRST = Reason.SEVERITY, Reason.EXEMPT, Reason.BOOST, Reason.FIRST
+_SAMPLED, _DROPPED = Reason.SAMPLED, Reason.DROPPED
+
+# One record between extract and decide: its index in the scope, the record, its trace id, and its
+# body's length in characters (a cheap stand-in for per-pattern bytes; exact bytes are per scope).
+Row = tuple[int, LogRecord, bytes, int]
+_CHARS = itemgetter(3)
+_INDEX = itemgetter(0)
 
 
 class Pattern(Protocol):
@@ -79,14 +89,12 @@ class _Compiled:
 
 
 class PatternState:
-    """What the sampler remembers per (service, pattern)."""
+    """What the sampler remembers per (service, pattern) between requests."""
 
     __slots__ = (
         "annotations",
         "body_level",
-        "counts",
         "credits",
-        "epoch",
         "generation",
         "last_seen",
         "pattern",
@@ -95,7 +103,6 @@ class PatternState:
         "service",
         "thresholds",
         "throughput",
-        "weights",
         "window_count",
         "window_start",
     )
@@ -113,15 +120,7 @@ class PatternState:
         self.throughput = ThroughputCap()
         self.annotations: dict[float, bytes] = {}
         self.thresholds: dict[float, bytes | None] = {}
-        self.epoch = -1
-        self.counts: list[int] = []
-        self.weights: list[float] = []
         self.last_seen = 0.0
-
-    def start_batch(self, epoch: int) -> None:
-        self.epoch = epoch
-        self.counts = [0] * (N_SLOTS * N_LEVELS)
-        self.weights = [0.0] * N_LEVELS
 
     def refresh(self, compiled: _Compiled) -> None:
         self.rates, self.rules = compiled.rates.resolve(self.service, self.pattern.id, self.pattern.template)
@@ -145,6 +144,24 @@ class PatternState:
             return value
 
 
+@dataclass(slots=True)
+class Extraction:
+    """One scope's valid records grouped by pattern state and level (index = level), in scope order,
+    plus the indices of the invalid ones. Nothing is decided yet."""
+
+    groups: dict[PatternState, list[list[Row] | None]] = field(default_factory=dict)
+    invalid: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Verdict:
+    """One scope's decisions: the records to forward with their weights (0.0: forwarded by dry run,
+    standing for no record), and the indices of the records to delete, in no particular order."""
+
+    kept: list[tuple[LogRecord, PatternState, float, PatternTally]] = field(default_factory=list)
+    removed: list[int] = field(default_factory=list)
+
+
 class Sampler:
     def __init__(
         self,
@@ -165,7 +182,6 @@ class Sampler:
         self._compiled = _Compiled(policy, 0)
         self._states: dict[str, dict[str, PatternState]] = {}
         self._n_states = 0
-        self._epoch = 0
 
     @property
     def policy(self) -> Policy:
@@ -188,7 +204,6 @@ class Sampler:
         if state is None:
             state = by_pattern[pattern.id] = PatternState(service, pattern)
             self._n_states += 1
-        state.refresh(self._compiled)
         return state
 
     def process(
@@ -200,20 +215,9 @@ class Sampler:
         protobuf size when known, spares measuring a single-resource request before sampling.
         """
         compiled = self._compiled
-        generation = compiled.generation
-        add_text = self._engine.add
-        add_body = self._engine.add_body
-        keep_min = self._keep_min
         dry_run = self._dry_run
-        boosts = self.boosts if self.boosts else None
-        exemptions = (
-            compiled.exemptions if compiled.exemptions and compiled.exemptions.might_match(raw) else None
-        )
+        might_exempt = bool(compiled.exemptions) and compiled.exemptions.might_match(raw)
         has_prior = SAMPLE_RATE_NEEDLE in raw
-        first_count, window, max_per_second = compiled.first_count, compiled.window, compiled.max_per_second
-        self._epoch += 1
-        epoch = self._epoch
-        touched: list[PatternState] = []
         outcome = BatchOutcome()
         received = forwarded = rejected = 0
 
@@ -221,11 +225,8 @@ class Sampler:
         empty_resources: list[int] = []
         for resource_index, resource_logs in enumerate(resources):
             service = service_name(resource_logs.resource)
-            states = self._states.get(service)
-            if states is None:
-                states = self._states[service] = {}
             whole_exempt = service in compiled.exemptions.services or (
-                exemptions is not None and exemptions.match(resource_logs.resource.attributes) is not None
+                might_exempt and compiled.exemptions.match(resource_logs.resource.attributes) is not None
             )
             service_bytes = outcome.bytes.get(service)
             if service_bytes is None:
@@ -235,91 +236,26 @@ class Sampler:
             service_bytes[0] += wire_size if single else resource_logs.ByteSize()  # type: ignore[operator]
             scopes = resource_logs.scope_logs
             empty_scopes: list[int] = []
-            kept: list[tuple[LogRecord, PatternState, float, int]] = []
+            kept: list[tuple[LogRecord, PatternState, float, PatternTally]] = []
             for scope_index, scope_logs in enumerate(scopes):
                 records = scope_logs.log_records
                 received += len(records)
-                removed: list[int] = []
-                for index, record in enumerate(records):
-                    trace_id = record.trace_id
-                    if (trace_id and len(trace_id) != 16) or len(record.span_id) not in (0, 8):
-                        removed.append(index)
-                        rejected += 1
-                        outcome.rejection_message = "trace_id must be 16 bytes and span_id 8 bytes (or empty)"
-                        continue
-                    text = record.body.string_value
-                    pattern = add_text(text) if text else add_body(record.body)
-                    state = states.get(pattern.id)
-                    if state is None or state.generation != generation:
-                        state = self._state(service, pattern)
-                    if state.epoch != epoch:
-                        state.start_batch(epoch)
-                        touched.append(state)
-                    number = record.severity_number
-                    if 0 < number < 25:
-                        level = _NUMBER_LEVELS[number]
-                    else:
-                        severity_text = record.severity_text
-                        level = level_of_text(severity_text) if severity_text else None
-                        if level is None:
-                            level = state.body_level
-
-                    # the decision order of the module docstring
-                    if level >= keep_min:
-                        keep, weight, reason = True, 1.0, R_SEVERITY
-                    elif whole_exempt or (exemptions is not None and exemptions.match(record.attributes)):
-                        keep, weight, reason = True, 1.0, R_EXEMPT
-                    else:
-                        rate = boosts.rate(pattern.id, now) if boosts is not None else None
-                        if rate is not None:
-                            reason = R_BOOST
-                        else:
-                            if now - state.window_start >= window or now < state.window_start:
-                                state.window_start = window_start(now, window)
-                                state.window_count = 0
-                            if state.window_count < first_count:
-                                state.window_count += 1
-                                rate, reason = 1.0, R_FIRST
-                            else:
-                                rate = state.rates[level]
-                                if max_per_second is not None:
-                                    cap = state.throughput.rate_cap(now, max_per_second)
-                                    if cap < rate:
-                                        rate = cap
-                                reason = R_SAMPLED
-                        if rate >= 1.0:
-                            keep, weight = True, 1.0
-                        elif rate <= 0.0:
-                            keep, weight = False, 0.0
-                        else:
-                            weight = 1.0 / rate
-                            if trace_id:
-                                # equal-length bytes compare as big-endian numbers: no int conversion
-                                keep = trace_id[-TRACE_RANDOM_BYTES:] < state.threshold(rate)  # type: ignore[operator]
-                            else:
-                                credit = state.credits[level] + rate
-                                keep = credit >= 1.0
-                                state.credits[level] = credit - 1.0 if keep else credit
-                        if not keep:
-                            reason = R_DROPPED
-
-                    counts = state.counts
-                    base = level * N_SLOTS
-                    counts[base + reason] += 1
-                    counts[base + S_CHARS] += len(text)
-                    if keep:
-                        counts[base + S_CHARS_KEPT] += len(text)
-                        kept.append((record, state, weight, level))
-                    elif dry_run:
-                        kept.append((record, state, 0.0, level))  # forwarded, standing for no record
-                    else:
-                        removed.append(index)
-
+                extraction = self.extract(records, service)
+                verdict = self.decide_extraction(
+                    extraction, now, outcome, whole_exempt=whole_exempt, check_exemptions=might_exempt
+                )
+                kept += verdict.kept
+                removed = verdict.removed
+                if extraction.invalid:
+                    rejected += len(extraction.invalid)
+                    outcome.rejection_message = INVALID_IDS
+                    removed += extraction.invalid
                 if len(removed) == len(records):
                     del records[:]
                     empty_scopes.append(scope_index)
                 else:
-                    for index in reversed(removed):
+                    removed.sort(reverse=True)
+                    for index in removed:
                         del records[index]
                 forwarded += len(records)
             for scope_index in reversed(empty_scopes):
@@ -330,49 +266,172 @@ class Sampler:
                 service_bytes[1] += sum(record.ByteSize() for record, _, weight, _ in kept if weight)
             else:  # only kept records are left: a cheap walk, before they grow by their annotations
                 service_bytes[1] += resource_logs.ByteSize()
-            for record, state, weight, level in kept:
+            for record, state, weight, tally in kept:
                 if has_prior:
-                    weight *= take_prior_weight(record)
-                state.weights[level] += weight
+                    prior = take_prior_weight(record)
+                    tally.weight += weight * (prior - 1.0)
+                    weight *= prior
                 record.MergeFromString(state.annotation(weight))
         for resource_index in reversed(empty_resources):
             del resources[resource_index]
 
-        outcome.received, outcome.forwarded, outcome.rejected = received, forwarded, rejected
-        self._tally(outcome, touched, now)
+        kept_total = 0
+        for (service, _, severity), tally in outcome.patterns.items():
+            totals = outcome.records.get((service, severity))
+            if totals is None:
+                totals = outcome.records[(service, severity)] = [0, 0]
+            totals[0] += tally.received
+            totals[1] += tally.kept
+            kept_total += tally.kept
+        outcome.received, outcome.kept = received, kept_total
+        outcome.forwarded, outcome.rejected = forwarded, rejected
         if self._n_states > self._max_states:
             self._evict(now)
         return outcome
 
-    def _tally(self, outcome: BatchOutcome, touched: list[PatternState], now: float) -> None:
-        kept_total = 0
-        for state in touched:
+    def extract(self, records: list[LogRecord], service: str) -> Extraction:
+        """Stage 1: validate ids, read severity and body, name the pattern, group by (state, level)."""
+        states = self._states.get(service)
+        if states is None:
+            states = self._states[service] = {}
+        add_text = self._engine.add
+        add_body = self._engine.add_body
+        extraction = Extraction()
+        groups = extraction.groups
+        invalid = extraction.invalid
+        for index, record in enumerate(records):
+            trace_id = record.trace_id
+            if (trace_id and len(trace_id) != 16) or len(record.span_id) not in (0, 8):
+                invalid.append(index)
+                continue
+            text = record.body.string_value
+            pattern = add_text(text) if text else add_body(record.body)
+            state = states.get(pattern.id)
+            if state is None:
+                state = self._state(service, pattern)
+            number = record.severity_number
+            if 0 < number < 25:
+                level = _NUMBER_LEVELS[number]
+            else:
+                severity_text = record.severity_text
+                level = level_of_text(severity_text) if severity_text else None
+                if level is None:
+                    level = state.body_level
+            levels = groups.get(state)
+            if levels is None:
+                levels = groups[state] = [None] * N_LEVELS
+            rows = levels[level]
+            if rows is None:
+                levels[level] = [(index, record, trace_id, len(text))]
+            else:
+                rows.append((index, record, trace_id, len(text)))
+        return extraction
+
+    def decide_extraction(
+        self,
+        extraction: Extraction,
+        now: float,
+        outcome: BatchOutcome,
+        *,
+        whole_exempt: bool = False,
+        check_exemptions: bool = False,
+    ) -> Verdict:
+        """Stage 2: the decision order of the module docstring, group by group; counts into `outcome`.
+
+        Touches no protobuf field except a record's attributes when an exemption may match.
+        """
+        compiled = self._compiled
+        generation = compiled.generation
+        keep_min = self._keep_min
+        dry_run = self._dry_run
+        boosts = self.boosts if self.boosts else None
+        exemptions = compiled.exemptions if check_exemptions else None
+        first_count, window, max_per_second = compiled.first_count, compiled.window, compiled.max_per_second
+        patterns = outcome.patterns
+        verdict = Verdict()
+        kept = verdict.kept
+        removed = verdict.removed
+
+        for state, levels in extraction.groups.items():
+            if state.generation != generation:
+                state.refresh(compiled)
             state.last_seen = now
-            counts = state.counts
-            for level in range(N_LEVELS):
-                base = level * N_SLOTS
-                reasons = counts[base : base + N_REASONS]
-                seen = sum(reasons)
-                if not seen:
+            pattern_id = state.pattern.id
+            sampled: list[tuple[int, list[Row], PatternTally]] = []
+            for level, rows in enumerate(levels):
+                if rows is None:
                     continue
-                kept = seen - reasons[R_DROPPED]
-                kept_total += kept
-                severity = SEVERITY_NAMES[level]
-                totals = outcome.records.get((state.service, severity))
-                if totals is None:
-                    totals = outcome.records[(state.service, severity)] = [0, 0]
-                totals[0] += seen
-                totals[1] += kept
-                outcome.patterns[(state.service, state.pattern.id, severity)] = PatternTally(
-                    template=state.pattern.template,
-                    received=seen,
-                    kept=kept,
-                    bytes=counts[base + S_CHARS],
-                    bytes_kept=counts[base + S_CHARS_KEPT],
-                    weight=state.weights[level],
-                    reasons={REASONS[r]: n for r, n in enumerate(reasons) if n},
-                )
-        outcome.kept = kept_total
+                key = (state.service, pattern_id, SEVERITY_NAMES[level])
+                tally = patterns.get(key)
+                if tally is None:
+                    tally = patterns[key] = PatternTally(template=state.pattern.template)
+                tally.received += len(rows)
+                tally.bytes += sum(map(_CHARS, rows))
+                if level >= keep_min or whole_exempt:
+                    _keep_all(rows, state, 1.0, tally, _SEVERITY if level >= keep_min else _EXEMPT, kept)
+                    continue
+                if exemptions is not None:
+                    exempt: list[Row] = []
+                    rest: list[Row] = []
+                    for row in rows:
+                        (rest if exemptions.match(row[1].attributes) is None else exempt).append(row)
+                    if exempt:
+                        _keep_all(exempt, state, 1.0, tally, _EXEMPT, kept)
+                        rows = rest
+                if rows:
+                    sampled.append((level, rows, tally))
+            if not sampled:
+                continue
+
+            boost = boosts.rate(pattern_id, now) if boosts is not None else None
+            cap = 1.0
+            if boost is None:
+                if now - state.window_start >= window or now < state.window_start:
+                    state.window_start = window_start(now, window)
+                    state.window_count = 0
+                if state.window_count < first_count:
+                    sampled, taken = _keep_first(sampled, first_count - state.window_count, state, kept)
+                    state.window_count += taken
+                if max_per_second is not None and sampled:
+                    waiting = sum(len(rows) for _, rows, _ in sampled)
+                    cap = state.throughput.rate_cap(now, max_per_second, waiting)
+
+            for level, rows, tally in sampled:
+                rate = boost if boost is not None else min(state.rates[level], cap)
+                reason = _BOOST if boost is not None else _SAMPLED
+                if rate >= 1.0:
+                    _keep_all(rows, state, 1.0, tally, reason, kept)
+                    continue
+                weight = 1.0 / rate if rate > 0.0 else 0.0
+                threshold = state.threshold(rate) if rate > 0.0 else b""
+                credits = state.credits
+                credit = credits[level]
+                winners: list[Row] = []
+                losers: list[Row] = []
+                for row in rows:
+                    trace_id = row[2]
+                    if trace_id:
+                        # equal-length bytes compare as big-endian numbers: no int conversion
+                        keep = trace_id[-TRACE_RANDOM_BYTES:] < threshold  # type: ignore[operator]
+                    else:
+                        credit += rate
+                        keep = credit >= 1.0
+                        if keep:
+                            credit -= 1.0
+                    if keep:
+                        winners.append(row)
+                    else:
+                        losers.append(row)
+                credits[level] = credit
+                if winners:
+                    _keep_all(winners, state, weight, tally, reason, kept)
+                if losers:
+                    tally.reasons[_DROPPED] = tally.reasons.get(_DROPPED, 0) + len(losers)
+                    if dry_run:
+                        kept += [(row[1], state, 0.0, tally) for row in losers]
+                    else:
+                        removed += map(_INDEX, losers)
+        return verdict
 
     def _evict(self, now: float) -> None:
         """Forget the least recently seen half of the pattern states (their windows and counters)."""
@@ -411,3 +470,45 @@ class Sampler:
             template=tally.template,
             rule=state.rules[level],
         )
+
+
+def _keep_all(
+    rows: list[Row],
+    state: PatternState,
+    weight: float,
+    tally: PatternTally,
+    reason: str,
+    kept: list[tuple[LogRecord, PatternState, float, PatternTally]],
+) -> None:
+    """Keep every row of a group, for one reason and at one weight, and count them."""
+    count = len(rows)
+    tally.kept += count
+    tally.bytes_kept += sum(map(_CHARS, rows))
+    tally.weight += weight * count
+    tally.reasons[reason] = tally.reasons.get(reason, 0) + count
+    kept += [(row[1], state, weight, tally) for row in rows]
+
+
+def _keep_first(
+    sampled: list[tuple[int, list[Row], PatternTally]],
+    allowance: int,
+    state: PatternState,
+    kept: list[tuple[LogRecord, PatternState, float, PatternTally]],
+) -> tuple[list[tuple[int, list[Row], PatternTally]], int]:
+    """Keep a pattern's first `allowance` records in scope order, whatever their levels; return
+    the groups of the rest and how many were kept. Each group is in scope order, so what is taken
+    from a group is a prefix of it."""
+    if len(sampled) == 1:
+        cutoff = min(allowance, len(sampled[0][1]))
+        counts = [cutoff]
+    else:
+        indices = sorted(row[0] for _, rows, _ in sampled for row in rows)
+        last = indices[min(allowance, len(indices)) - 1]
+        counts = [bisect_right(rows, last, key=_INDEX) for _, rows, _ in sampled]
+    rest: list[tuple[int, list[Row], PatternTally]] = []
+    for (level, rows, tally), count in zip(sampled, counts, strict=True):
+        if count:
+            _keep_all(rows[:count], state, 1.0, tally, _FIRST, kept)
+        if count < len(rows):
+            rest.append((level, rows[count:], tally))
+    return rest, sum(counts)

@@ -2,7 +2,7 @@
 
 As Refinery's EMA-throughput sampler, the arrival rate is an exponential moving average updated
 once per interval, and the cap is limit / arrivals. Between updates the cap stays fixed, so the
-cost per record is one increment and one comparison.
+sampler asks once per pattern per request, for all its arrivals.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ class ThroughputCap:
         self.arrivals = 0.0  # records per second, moving average
         self.cap = 1.0
 
-    def rate_cap(self, now: float, limit: float) -> float:
-        """Count one arrival at `now` and return the keep-rate ceiling for this pattern."""
+    def rate_cap(self, now: float, limit: float, arrivals: int = 1) -> float:
+        """Count `arrivals` at `now` and return the keep-rate ceiling for this pattern."""
         if self.started < 0:
             self.started = now
         elapsed = now - self.started
@@ -33,5 +33,5 @@ class ThroughputCap:
             self.cap = min(1.0, limit / self.arrivals) if self.arrivals > 0 else 1.0
             self.started = now
             self.count = 0
-        self.count += 1
+        self.count += arrivals
         return self.cap
