@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from typing import Final
 
 import xxhash
@@ -83,18 +84,36 @@ class PatternEngine:
 
     def add(self, text: str) -> Pattern:
         """Learn from one body and return its pattern (the same object while the template stands)."""
-        if len(text) > _KEY_CHARS:
-            key: bytes | int = _long_key(text)
-        else:
-            try:
-                key = text.encode().translate(_DIGIT_SHAPE)
-            except UnicodeEncodeError:
-                key = digit_shape(text)
-        template = self._shapes.hot.get(key)
-        if template is not None and template.alive:
-            template.size += 1
-            return template.pattern
-        return self._add_slow(text, key)
+        return self.add_many((text,))[0]
+
+    def add_many(self, texts: Sequence[str]) -> list[Pattern]:
+        """`add` for each text in order: one call per batch keeps the per-body cost to the key, one
+        dict lookup and a hit check (a method call per body would cost as much again)."""
+        empty: Pattern | None = None
+        hot = self._shapes.hot
+        patterns: list[Pattern] = []
+        append = patterns.append
+        for text in texts:
+            if len(text) > _KEY_CHARS:
+                key: bytes | int = _long_key(text)
+            elif text:
+                try:
+                    key = text.encode().translate(_DIGIT_SHAPE)
+                except UnicodeEncodeError:
+                    key = digit_shape(text)
+            else:
+                if empty is None:
+                    empty = self._fixed_pattern(EMPTY_TEMPLATE)
+                append(empty)
+                continue
+            template = hot.get(key)
+            if template is not None and template.alive:
+                template.size += 1
+                append(template.pattern)
+            else:
+                append(self._add_slow(text, key))
+                hot = self._shapes.hot  # the slow path may have rotated the generations
+        return patterns
 
     def _add_slow(self, text: str, key: bytes | int) -> Pattern:
         template = self._shapes.cold.get(key)

@@ -23,6 +23,7 @@ annotation bytes, coin thresholds). `decide` explains one record with the same r
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Protocol
@@ -64,7 +65,7 @@ class Pattern(Protocol):
 
 
 class PatternSource(Protocol):
-    def add(self, text: str) -> Pattern: ...
+    def add_many(self, texts: Sequence[str]) -> list[Pattern]: ...
     def add_body(self, body: AnyValue) -> Pattern: ...
 
 
@@ -289,23 +290,27 @@ class Sampler:
             self._evict(now)
         return outcome
 
-    def extract(self, records: list[LogRecord], service: str) -> Extraction:
+    def extract(self, records: Iterable[LogRecord], service: str) -> Extraction:
         """Stage 1: validate ids, read severity and body, name the pattern, group by (state, level)."""
         states = self._states.get(service)
         if states is None:
             states = self._states[service] = {}
-        add_text = self._engine.add
         add_body = self._engine.add_body
         extraction = Extraction()
         groups = extraction.groups
         invalid = extraction.invalid
-        for index, record in enumerate(records):
+        # Bodies first, in one C-level pass and one engine call; the ids are checked after, so a
+        # record rejected for its ids has still taught the engine its (valid) body.
+        records = list(records)
+        texts = [record.body.string_value for record in records]
+        patterns = self._engine.add_many(texts)
+        for index, (record, text, pattern) in enumerate(zip(records, texts, patterns, strict=True)):
             trace_id = record.trace_id
             if (trace_id and len(trace_id) != 16) or len(record.span_id) not in (0, 8):
                 invalid.append(index)
                 continue
-            text = record.body.string_value
-            pattern = add_text(text) if text else add_body(record.body)
+            if not text:
+                pattern = add_body(record.body)  # a map, bytes or other value: see PatternEngine.add_body
             state = states.get(pattern.id)
             if state is None:
                 state = self._state(service, pattern)
