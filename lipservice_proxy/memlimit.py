@@ -16,6 +16,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from .config import MIB, MemoryLimiterConfig
 from .errors import Backpressure
@@ -99,6 +100,35 @@ class MemoryLimiter:
         while True:
             await asyncio.sleep(self._interval)
             self.measure()
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+_NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a page-rounded 2**63 - 1
+
+
+def cgroup_headroom(root: Path = CGROUP_ROOT) -> int | None:
+    """Bytes this container may still use before its cgroup's memory limit, counting usage as the
+    kubelet does (the working set: usage minus inactive file cache, which the kernel reclaims first).
+    None without a limit, or where the cgroup files cannot be read. cgroup v2, else v1."""
+    for limit_file, usage_file, inactive_key in (
+        ("memory.max", "memory.current", "inactive_file"),
+        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes", "total_inactive_file"),
+    ):
+        try:
+            limit_text = (root / limit_file).read_text().strip()
+            usage = int((root / usage_file).read_text())
+            stat = (root / limit_file).with_name("memory.stat").read_text()
+        except (OSError, ValueError):
+            continue
+        if limit_text == "max" or not limit_text.isdigit() or int(limit_text) >= _NO_LIMIT:
+            return None
+        inactive = 0
+        for line in stat.splitlines():
+            key, _, value = line.partition(" ")
+            if key == inactive_key and value.strip().isdigit():
+                inactive = int(value)
+        return int(limit_text) - max(0, usage - inactive)
+    return None
 
 
 def _mib(value: int | None) -> int:

@@ -91,11 +91,28 @@ class ClusteringFailed(RuntimeError):
     """The clustering child failed or overran; the caller treats every template as its own family."""
 
 
+class ClusteringSkipped(ClusteringFailed):
+    """The clustering child would not fit under the container's memory limit, so it was not started
+    (an out-of-memory kill could take the proxy with it)."""
+
+
 CHILD_TIME_LIMIT = 120.0  # seconds; DBSCAN over MAX_CLUSTERED templates takes a few
+# The child's peak: ~130 MiB once numpy, scipy and scikit-learn are imported, ~141 MiB at
+# MAX_CLUSTERED templates (bench/README.md), plus a margin.
+CHILD_MEMORY_BYTES = 160 * 1024 * 1024
 
 
-async def cluster_in_child(templates: Sequence[str]) -> Clustering:
-    """`cluster_templates` in a child process, so this process never loads scikit-learn."""
+async def cluster_in_child(templates: Sequence[str], *, headroom: int | None = None) -> Clustering:
+    """`cluster_templates` in a child process, so this process never loads scikit-learn.
+
+    `headroom`: bytes left under the container's memory limit (memlimit.cgroup_headroom); below
+    CHILD_MEMORY_BYTES the child is not started and ClusteringSkipped is raised.
+    """
+    if headroom is not None and headroom < CHILD_MEMORY_BYTES:
+        raise ClusteringSkipped(
+            f"clustering skipped: {headroom // 2**20} MiB left under the container's memory limit, "
+            f"the clustering process needs ~{CHILD_MEMORY_BYTES // 2**20} MiB"
+        )
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -25,13 +25,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import ValidationError
 
 from ..config import SEVERITY_NAMES, AnalysisConfig
+from ..memlimit import cgroup_headroom
 from ..sampling.boosts import BoostTable
 from ..sampling.policy import Policy
 from ..sampling.severity import ERROR, INFO
 from ..sampling.store import PolicyStore
 from ..telemetry import Telemetry
 from .anomalies import DEFAULT_THRESHOLDS, Anomaly, Thresholds, detect
-from .clustering import ClusteringFailed, cluster_in_child, singletons
+from .clustering import ClusteringFailed, ClusteringSkipped, cluster_in_child, singletons
 from .guardrails import Candidate, KnownPattern, Limits, apply_guardrails
 from .heuristic import heuristic_candidate
 from .prompt import Family, PromptData, build_families, build_messages
@@ -104,8 +105,10 @@ class AnalysisLoop:
         clock: Callable[[], float] = time.time,
         thresholds: Thresholds = DEFAULT_THRESHOLDS,
         offline: bool = False,
+        memory_headroom: Callable[[], int | None] = cgroup_headroom,
     ) -> None:
         self._config = config
+        self._memory_headroom = memory_headroom
         self._stats = stats
         self._sampler = sampler
         self._store = store
@@ -154,7 +157,10 @@ class AnalysisLoop:
 
         templates = [v.template for v in volumes]
         try:
-            clustering = await cluster_in_child(templates)
+            clustering = await cluster_in_child(templates, headroom=self._memory_headroom())
+        except ClusteringSkipped as exc:
+            log.warning("analysis: %s; every template is its own family this pass", exc)
+            clustering = singletons(templates)
         except ClusteringFailed as exc:
             log.error("analysis: %s; every template is its own family this pass", exc)
             clustering = singletons(templates)

@@ -10,11 +10,12 @@ exemptions and windows are the starting point, as the policy in force is for the
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ..config import AnalysisConfig
 from ..errors import InputError
+from ..memlimit import cgroup_headroom
 from ..patterns import PatternEngine
 from ..replay import InputRecord, replay
 from ..sampling.policy import Policy
@@ -34,6 +35,7 @@ async def analyze_records(
     rate: float | None = None,
     always_keep_min_severity: str = "ERROR",
     environ: Mapping[str, str] = os.environ,
+    memory_headroom: Callable[[], int | None] = cgroup_headroom,
 ) -> RunResult:
     """One pass over `records` (cycled to `total` at `rate` per second, as replay does)."""
     if not records:
@@ -59,6 +61,7 @@ async def analyze_records(
         policy_path=output,
         environ=environ,
         offline=True,
+        memory_headroom=memory_headroom,
     )
     try:
         end = (stats.last_observed or 0.0) + 1.0  # the last batch's second, included
