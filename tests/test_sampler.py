@@ -142,6 +142,29 @@ def test_first_per_window_keeps_each_pattern_then_samples() -> None:
     assert tally.reasons == {Reason.FIRST: 1, Reason.DROPPED: 9}
 
 
+def test_first_records_are_the_first_in_the_request_whatever_their_severity() -> None:
+    """The first-N allowance is per pattern, not per severity: it goes to the earliest records."""
+    sampler = Sampler(
+        PatternEngine(),
+        Policy.model_validate(
+            {"severity_rates": {"INFO": 0.0, "WARN": 0.0}, "first_per_window": {"count": 3}}
+        ),
+    )
+    severities = [9, 13, 13, 9, 9, 13, 17, 9]  # INFO WARN WARN INFO INFO WARN ERROR INFO
+    records = [{"body": f"retry {i} for job j{i}", "severity_number": n} for i, n in enumerate(severities)]
+    message, outcome = run(sampler, records)
+    kept = [int(r.body.string_value.split()[1]) for r in kept_records(message)]
+    assert sorted(kept) == [0, 1, 2, 6]  # the first three, and the ERROR by severity
+    reasons = {severity: tally.reasons for (_, _, severity), tally in outcome.patterns.items()}
+    assert reasons == {
+        "INFO": {Reason.FIRST: 1, Reason.DROPPED: 3},
+        "WARN": {Reason.FIRST: 2, Reason.DROPPED: 1},
+        "ERROR": {Reason.SEVERITY: 1},
+    }
+    _, later = run(sampler, records, now=1001.0)  # same window: the allowance is spent
+    assert later.kept == 1
+
+
 def test_trace_coin_is_consistent_and_nested() -> None:
     rng = random.Random(7)
     trace_ids = [rng.randbytes(16) for _ in range(20_000)]
