@@ -221,6 +221,77 @@ def test_a_failed_answer_falls_back_to_the_heuristic(
     run(scenario)
 
 
+def refusal(parameter: str, code: str, message: str) -> Reply:
+    """A 400 as OpenAI's API sends it for a parameter the model does not take."""
+    error = {"message": message, "type": "invalid_request_error", "param": parameter, "code": code}
+    return Reply(status=400, error_body={"error": error})
+
+
+def reasoning_model(request: dict[str, Any]) -> Reply:
+    """Refuses what OpenAI's reasoning models refuse: max_tokens, and a temperature other than 1."""
+    if "max_tokens" in request:
+        return refusal(
+            "max_tokens",
+            "unsupported_parameter",
+            "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead.",
+        )
+    if request.get("temperature", 1) != 1:
+        return refusal(
+            "temperature",
+            "unsupported_value",
+            "Unsupported value: 'temperature' does not support 0 with this model. "
+            "Only the default (1) value is supported.",
+        )
+    return halve_every_pattern(request)
+
+
+def test_a_model_refusing_max_tokens_and_temperature_is_adapted_to_once(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with (
+            FakeLlm(reasoning_model) as llm,
+            running_proxy(tmp_path, {"llm": llm_settings(llm.base_url)}) as proxy,
+        ):
+            await send(proxy, loghub_batch())
+            first = await proxy.analysis.run_once(time.time())
+            assert first.outcome == "llm"
+            assert [("max_tokens" in r, "temperature" in r) for r in llm.requests] == [
+                (True, True),
+                (False, True),
+                (False, False),
+            ]
+            assert llm.requests[-1]["max_completion_tokens"] > 0
+
+            await send(proxy, loghub_batch(count=500))
+            second = await proxy.analysis.run_once(time.time())
+            assert second.outcome == "llm"
+            assert len(llm.requests) == 4  # learned: the next pass sends the accepted shape at once
+            assert "max_tokens" not in llm.requests[3] and "temperature" not in llm.requests[3]
+            assert metric(proxy, "lipservice_llm_requests_total", outcome="success") == 2
+            assert metric(proxy, "lipservice_llm_requests_total", outcome="error") == 0
+
+    run(scenario)
+
+
+def test_a_server_refusing_every_variant_is_an_error_after_bounded_attempts(tmp_path: Path) -> None:
+    def refuses_both(request: dict[str, Any]) -> Reply:
+        named = "max_tokens" if "max_tokens" in request else "max_completion_tokens"
+        return refusal(named, "unsupported_parameter", f"Unsupported parameter: '{named}'")
+
+    async def scenario() -> None:
+        async with (
+            FakeLlm(refuses_both) as llm,
+            running_proxy(tmp_path, {"llm": llm_settings(llm.base_url)}) as proxy,
+        ):
+            await send(proxy, loghub_batch())
+            result = await proxy.analysis.run_once(time.time())
+            assert (result.outcome, result.written) == ("fallback", True)
+            assert len(llm.requests) == 3  # the first try and two adaptations, then it gives up
+            assert metric(proxy, "lipservice_llm_requests_total", outcome="error") == 1
+
+    run(scenario)
+
+
 def test_the_hourly_budget_stops_calls_before_they_are_made(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with (

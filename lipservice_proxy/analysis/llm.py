@@ -7,6 +7,11 @@ errors) but bounded by `max_retries`, each attempt by `timeout`, and the whole c
 over both. Every outcome is counted in `lipservice_llm_requests_total{outcome}`; any failure
 returns None and the loop falls back to the heuristic.
 
+Servers differ in the parameters they accept: OpenAI's reasoning models refuse `max_tokens` (they
+want `max_completion_tokens`, which Ollama and older servers do not know) and any `temperature` but
+the default. A 400 that names one of these parameters changes the request (kept for every later
+call, and logged once) and the request is sent again, at most MAX_ADAPTATIONS times per call.
+
 The budget is a sliding hour of calls and tokens. A call is refused up front when it would exceed
 either (its cost estimated from the prompt length plus the completion limit); after the call, the
 usage the server reports is what counts. Retries inside the client count as one call.
@@ -21,6 +26,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
 import openai
+from openai.types.chat import ChatCompletion
 
 from ..config import LlmConfig
 from ..errors import ConfigError
@@ -35,6 +41,8 @@ CHARS_PER_TOKEN = 4  # a rough, cautious estimate for the budget check before a 
 HOUR = 3600.0
 BACKOFF_ALLOWANCE = 10.0  # seconds of client backoff allowed between attempts within the deadline
 NO_KEY = "unused"  # local servers (Ollama, vLLM) ignore the key, but the client wants one
+MAX_ADAPTATIONS = 2  # one per adaptable parameter; a server refusing every variant is an error
+TOKEN_LIMIT_PARAMETERS = ("max_tokens", "max_completion_tokens")
 
 
 class HourlyBudget:
@@ -89,6 +97,8 @@ class LlmAdvisor:
             max_retries=config.max_retries,
         )
         self._deadline = config.timeout * (config.max_retries + 1) + BACKOFF_ALLOWANCE * config.max_retries
+        self._token_limit_parameter = "max_tokens"  # what most compatible servers know
+        self._send_temperature = True
 
     @property
     def model(self) -> str:
@@ -104,13 +114,7 @@ class LlmAdvisor:
             return self._fail("budget_exhausted", "the hourly LLM budget is used up")
         try:
             async with asyncio.timeout(self._deadline):
-                response = await self._client.chat.completions.create(
-                    model=self._config.model,
-                    messages=messages,  # type: ignore[arg-type]
-                    response_format=RESPONSE_FORMAT,  # type: ignore[arg-type]
-                    temperature=0,
-                    max_tokens=MAX_COMPLETION_TOKENS,
-                )
+                response = await self._complete(messages)
         except (openai.APITimeoutError, TimeoutError):
             return self._fail("timeout", f"no answer within {self._config.timeout}s per attempt", spent=True)
         except openai.RateLimitError as exc:
@@ -134,6 +138,40 @@ class LlmAdvisor:
             return self._fail("invalid", f"invalid answer: {exc}")
         self._telemetry.llm_requests.labels("success").inc()
         return answer_to_candidate(answer, families, self._config.model)
+
+    async def _complete(self, messages: list[dict[str, str]]) -> ChatCompletion:
+        adaptations = 0
+        while True:
+            tuning: dict[str, float | int] = {self._token_limit_parameter: MAX_COMPLETION_TOKENS}
+            if self._send_temperature:
+                tuning["temperature"] = 0
+            try:
+                return await self._client.chat.completions.create(
+                    model=self._config.model,
+                    messages=messages,  # type: ignore[arg-type]
+                    response_format=RESPONSE_FORMAT,  # type: ignore[arg-type]
+                    **tuning,  # type: ignore[arg-type]
+                )
+            except openai.BadRequestError as exc:
+                adaptations += 1
+                if adaptations > MAX_ADAPTATIONS or not self._adapt(exc):
+                    raise
+
+    def _adapt(self, refusal: openai.BadRequestError) -> bool:
+        """Change the request for a parameter the server refused; False when it named none we can change."""
+        named = refusal.param or next(
+            (p for p in (*TOKEN_LIMIT_PARAMETERS, "temperature") if f"'{p}'" in refusal.message), None
+        )
+        if named == self._token_limit_parameter:
+            other = next(p for p in TOKEN_LIMIT_PARAMETERS if p != named)
+            log.info("the LLM server refuses %s; sending %s from now on", named, other)
+            self._token_limit_parameter = other
+            return True
+        if named == "temperature" and self._send_temperature:
+            log.info("the LLM server refuses temperature 0; sending its default from now on")
+            self._send_temperature = False
+            return True
+        return False
 
     def _fail(self, outcome: str, message: str, *, spent: bool = False) -> None:
         if spent:  # the call happened (and may have cost tokens) even though no usage came back
