@@ -197,16 +197,6 @@ class Sampler:
         self._generation += 1
         self._compiled = _Compiled(policy, self._generation)
 
-    def _state(self, service: str, pattern: Pattern) -> PatternState:
-        by_pattern = self._states.get(service)
-        if by_pattern is None:
-            by_pattern = self._states[service] = {}
-        state = by_pattern.get(pattern.id)
-        if state is None:
-            state = by_pattern[pattern.id] = PatternState(service, pattern)
-            self._n_states += 1
-        return state
-
     def process(
         self, request: ExportLogsServiceRequest, raw: bytes, now: float, wire_size: int | None = None
     ) -> BatchOutcome:
@@ -313,7 +303,8 @@ class Sampler:
                 pattern = add_body(record.body)  # a map, bytes or other value: see PatternEngine.add_body
             state = states.get(pattern.id)
             if state is None:
-                state = self._state(service, pattern)
+                state = states[pattern.id] = PatternState(service, pattern)
+                self._n_states += 1
             number = record.severity_number
             if 0 < number < 25:
                 level = _NUMBER_LEVELS[number]
