@@ -3,9 +3,13 @@
     .venv/bin/python bench/analysis.py [--patterns 2000 10000]
 
 Prints: the stats observer's cost per request (the only part on the hot path), one `run_once`
-pass (roll, anomalies, clustering, heuristic, guardrails, atomic write) for N patterns, and the
+pass (roll, anomalies, clustering, heuristic, guardrails, atomic write) for N patterns with the
+longest the event loop went without running a ready callback meanwhile (what an Export call
+arriving during the pass can wait), and the
 offline analyze over the shared loghub files cycled to 100,000 records with the savings its policy
-gets when replayed. Figures are noisy on a shared machine; run it twice.
+gets when replayed. The proxy's garbage-collector settings apply (`settle_heap`), as in the proxy:
+a full collection holds the GIL, and with the default thresholds one lands inside most passes.
+Figures are noisy on a shared machine; run it twice.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from lipservice_proxy.replay import read_records, replay
 from lipservice_proxy.sampling.decision import BatchOutcome, PatternTally
 from lipservice_proxy.sampling.policy import Policy
 from lipservice_proxy.sampling.sampler import Sampler
+from lipservice_proxy.service import settle_heap
 from lipservice_proxy.telemetry import Telemetry
 
 LOGHUB = Path(__file__).resolve().parents[1].parent / "shared" / "loghub"
@@ -75,11 +80,36 @@ def bench_observe(patterns: int) -> None:
     )
 
 
+class StallProbe:
+    """Ticks every millisecond on the event loop and keeps the longest lateness of a tick."""
+
+    TICK = 0.001
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(self.TICK)
+            self.longest = max(self.longest, time.perf_counter() - started - self.TICK)
+
+    def __enter__(self) -> StallProbe:
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+
 async def bench_pass(patterns: int) -> None:
     stats = PatternStats()
     sampler = Sampler(PatternEngine(), Policy())
     config = AnalysisConfig()
     timings = []
+    stalls = []
     with tempfile.TemporaryDirectory() as directory:
         loop = AnalysisLoop(
             config,
@@ -93,10 +123,14 @@ async def bench_pass(patterns: int) -> None:
             for index in range(patterns // 40 + 1):
                 stats.observe(synthetic_outcome(patterns, index), interval * 300.0 + index * 0.01)
             started = time.perf_counter()
-            result = await loop.run_once((interval + 1) * 300.0)
+            with StallProbe() as probe:
+                await asyncio.sleep(0)  # let the probe start ticking
+                result = await loop.run_once((interval + 1) * 300.0)
             timings.append(time.perf_counter() - started)
+            stalls.append(probe.longest)
     print(
-        f"run_once with {patterns} patterns: median {statistics.median(timings) * 1000:.0f} ms "
+        f"run_once with {patterns} patterns: median {statistics.median(timings) * 1000:.0f} ms, "
+        f"longest event-loop stall {statistics.median(stalls) * 1000:.1f} ms (median of passes) "
         f"({result.families} families, {result.noise} singletons, outcome {result.outcome})"
     )
 
@@ -124,6 +158,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patterns", type=int, nargs="+", default=[2000, 10000])
     args = parser.parse_args()
+    settle_heap()
     bench_observe(max(args.patterns))
     for patterns in args.patterns:
         asyncio.run(bench_pass(patterns))

@@ -60,6 +60,22 @@ def test_observe_accumulates_counts_by_severity_bytes_and_first_last_seen() -> N
     assert entry.received == 17
 
 
+def test_records_observed_between_closing_an_interval_and_its_snapshot_count_in_the_next() -> None:
+    """The analysis loop closes the interval on the event loop and builds the snapshot in a thread,
+    while batches keep arriving: those belong to the next interval, not to the closed one."""
+    stats = PatternStats()
+    stats.observe(outcome({("web", "p1", "INFO"): 10}), 100.0)
+    closed = stats.close_interval(400.0)
+    stats.observe(outcome({("web", "p1", "INFO"): 4, ("web", "p2", "WARN"): 3}), 401.0)
+    snapshot = closed.snapshot()
+    assert [(w.pattern_id, w.received) for w in snapshot.patterns] == [("p1", 10)]
+    assert snapshot.services[0].received == 10
+    later = stats.roll(700.0)
+    assert sorted((w.pattern_id, w.received) for w in later.patterns) == [("p1", 4), ("p2", 3)]
+    (p1,) = [w for w in later.patterns if w.pattern_id == "p1"]
+    assert p1.baseline == pytest.approx(10 / 300.0)  # the closed interval went into the baseline
+
+
 def test_ema_tracks_mean_and_variance() -> None:
     ema = Ema()
     for value in [10.0] * 30:

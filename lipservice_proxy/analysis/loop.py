@@ -147,11 +147,15 @@ class AnalysisLoop:
             await self._advisor.aclose()
 
     async def run_once(self, now: float) -> RunResult:
-        snapshot = self._stats.roll(now)
+        # Rolling reads and resets the live stats, and boosting edits the running sampler: those stay
+        # on the event loop. The rest is computed from the snapshot (or from copies) in a worker
+        # thread. It is still GIL-bound, but a thread hands the GIL back every switch interval, so an
+        # Export call arriving during a pass over 10,000 patterns waits milliseconds, not the pass.
+        snapshot = await asyncio.to_thread(self._stats.close_interval(now).snapshot)
         policy_in_force = self._sampler.policy
-        anomalies = detect(snapshot, self._thresholds)
+        anomalies = await asyncio.to_thread(detect, snapshot, self._thresholds)
         self._boost(anomalies, policy_in_force, now)
-        volumes = pattern_volumes(snapshot)
+        volumes = await asyncio.to_thread(pattern_volumes, snapshot)
         if not volumes:
             return self._finish(RunResult("skipped", None, False, tuple(anomalies), 0, 0, 0, "no records"))
 
@@ -164,9 +168,9 @@ class AnalysisLoop:
         except ClusteringFailed as exc:
             log.error("analysis: %s; every template is its own family this pass", exc)
             clustering = singletons(templates)
-        families = build_families(volumes, clustering)
+        families = await asyncio.to_thread(build_families, volumes, clustering)
         self._families = {m.pattern_id: f.id for f in families for m in f.members}
-        known = self._known_patterns()
+        known = await self._known_patterns()
         candidate, outcome = await self._candidate(
             volumes, families, anomalies, known, policy_in_force, snapshot
         )
@@ -174,12 +178,13 @@ class AnalysisLoop:
             self._sampler.policy is not policy_in_force
         ):  # reloaded while the LLM thought: guard against the new one
             policy_in_force = self._sampler.policy
-            known = self._known_patterns()
+            known = await self._known_patterns()
         base = (snapshot.received, clustering.families, clustering.noise)
         version = max(policy_in_force.version, self._writer.existing_version() if self._writer else 0) + 1
         boosted = {boost.pattern_id for boost in self._sampler.boosts.active(now)}
         try:
-            policy = apply_guardrails(
+            policy = await asyncio.to_thread(
+                apply_guardrails,
                 candidate,
                 policy_in_force,
                 known,
@@ -224,10 +229,15 @@ class AnalysisLoop:
             log.warning("anomaly %s in %s: %s", anomaly.kind, anomaly.service, anomaly.message)
         self._anomalies = [(a, end) for a, end in self._anomalies if end > now]
 
-    def _known_patterns(self) -> dict[str, KnownPattern]:
+    async def _known_patterns(self) -> dict[str, KnownPattern]:
+        """Every pattern in the stats with its rate under the policy in force, resolved in a worker
+        thread over a copy of the entry list (observe() may add entries meanwhile)."""
+        return await asyncio.to_thread(self._resolve_known, list(self._stats.entries()))
+
+    def _resolve_known(self, entries: list[PatternEntry]) -> dict[str, KnownPattern]:
         known: dict[str, KnownPattern] = {}
         volumes: dict[str, int] = {}
-        for entry in self._stats.entries():
+        for entry in entries:
             volumes[entry.pattern_id] = volumes.get(entry.pattern_id, 0) + entry.received
             if entry.pattern_id not in known:
                 rates, rules = self._sampler.resolve(entry.service, entry.pattern_id, entry.template)
@@ -262,7 +272,8 @@ class AnalysisLoop:
             candidate = await self._advisor.propose(build_messages(data), families)
             if candidate is not None:
                 return candidate, "llm"
-        heuristic = heuristic_candidate(
+        heuristic = await asyncio.to_thread(
+            heuristic_candidate,
             volumes,
             target_keep_ratio=self._config.target_keep_ratio,
             duration=snapshot.duration,

@@ -164,6 +164,64 @@ def pattern_volumes(snapshot: IntervalSnapshot) -> list[PatternVolume]:
     return volumes
 
 
+_TakenCounts = tuple["PatternEntry", list[int], int, int, bool]  # entry, counts, kept, bytes, new
+
+
+class ClosedInterval:
+    """An interval's counts taken out of the live stats by `PatternStats.close_interval`.
+
+    `snapshot` (once) builds the interval's windows and updates the baselines it is compared with:
+    each entry's rate and each service's error rate, which nothing but this touches.
+    """
+
+    def __init__(
+        self, start: float, end: float, taken: list[_TakenCounts], service_errors: dict[str, Ema]
+    ) -> None:
+        self._start, self._end = start, end
+        self._taken = taken
+        self._service_errors = service_errors
+
+    def snapshot(self) -> IntervalSnapshot:
+        duration = max(self._end - self._start, 1e-3)
+        windows: list[PatternWindow] = []
+        errors_by_service: dict[str, list[int]] = {}
+        live_services: set[str] = set()
+        for entry, counts, kept, nbytes, new in self._taken:
+            live_services.add(entry.service)
+            received = sum(counts)
+            if received:
+                windows.append(
+                    PatternWindow(
+                        entry.service,
+                        entry.pattern_id,
+                        entry.template,
+                        tuple(counts),
+                        kept,
+                        nbytes,
+                        entry.rate.mean,
+                        entry.rate.std,
+                        entry.rate.samples,
+                        new,
+                    )
+                )
+                totals = errors_by_service.setdefault(entry.service, [0, 0])
+                totals[0] += received
+                totals[1] += sum(counts[ERROR:])
+            entry.rate.update(received / duration)
+            entry.last_interval = received
+        for service in set(self._service_errors) - live_services:
+            del self._service_errors[service]  # its patterns were all evicted: bounded like them
+        services = []
+        for service in sorted(live_services):
+            received, errors = errors_by_service.get(service, (0, 0))
+            baseline = self._service_errors.setdefault(service, Ema())
+            services.append(
+                ServiceWindow(service, received, errors, baseline.mean, baseline.std, baseline.samples)
+            )
+            baseline.update(errors / duration)
+        return IntervalSnapshot(self._start, self._end, tuple(windows), tuple(services))
+
+
 class PatternStats:
     """The pipeline's `BatchObserver` for the analysis loop."""
 
@@ -211,50 +269,24 @@ class PatternStats:
 
     def roll(self, now: float) -> IntervalSnapshot:
         """Close the current interval at `now` and fold it into the baselines."""
+        return self.close_interval(now).snapshot()
+
+    def close_interval(self, now: float) -> ClosedInterval:
+        """Take every entry's interval counts and start the next interval at `now`.
+
+        Only this must not interleave with `observe`, and it is a swap per entry; the snapshot and
+        the baselines (`ClosedInterval.snapshot`) can be computed afterwards, e.g. in a thread.
+        """
         start = self._interval_start if self._interval_start is not None else now
-        duration = max(now - start, 1e-3)
-        windows: list[PatternWindow] = []
-        errors_by_service: dict[str, list[int]] = {}
+        taken: list[_TakenCounts] = []
         for entry in self._entries.values():
-            received = sum(entry.interval_counts)
-            if received:
-                windows.append(
-                    PatternWindow(
-                        entry.service,
-                        entry.pattern_id,
-                        entry.template,
-                        tuple(entry.interval_counts),
-                        entry.interval_kept,
-                        entry.interval_bytes,
-                        entry.rate.mean,
-                        entry.rate.std,
-                        entry.rate.samples,
-                        entry.new,
-                    )
-                )
-                totals = errors_by_service.setdefault(entry.service, [0, 0])
-                totals[0] += received
-                totals[1] += sum(entry.interval_counts[ERROR:])
-            entry.rate.update(received / duration)
-            entry.last_interval = received
+            taken.append((entry, entry.interval_counts, entry.interval_kept, entry.interval_bytes, entry.new))
             entry.interval_counts = [0] * N_LEVELS
             entry.interval_kept = entry.interval_bytes = 0
             entry.new = False
-        live_services = {entry.service for entry in self._entries.values()}
-        for service in set(self._service_errors) - live_services:
-            del self._service_errors[service]  # its patterns were all evicted: bounded like them
-        services = []
-        for service in sorted(live_services):
-            received, errors = errors_by_service.get(service, (0, 0))
-            baseline = self._service_errors.setdefault(service, Ema())
-            services.append(
-                ServiceWindow(service, received, errors, baseline.mean, baseline.std, baseline.samples)
-            )
-            baseline.update(errors / duration)
-        snapshot = IntervalSnapshot(start, now, tuple(windows), tuple(services))
         self._closed += 1
         self._interval_start = now
-        return snapshot
+        return ClosedInterval(start, now, taken, self._service_errors)
 
     def entries(self) -> Iterator[PatternEntry]:
         return iter(self._entries.values())
