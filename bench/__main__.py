@@ -79,6 +79,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         help="also run the proxy at half its max records/s for latency (default: on unless --quick/--rate)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=positive_int,
+        default=1,
+        help="runs of each target, alternating; the table shows the most efficient run of each and, "
+        "at half rate, the run with the median p99 (every round's figures are in the JSON line)",
+    )
     parser.add_argument("--profile", type=Path, help="directory for py-spy profiles of the proxy's window")
     parser.add_argument("--json-only", action="store_true", help="no table, only the JSON lines")
     args = parser.parse_args(argv)
@@ -122,6 +129,33 @@ def targets(workload: str, result: dict[str, Any]) -> dict[str, bool]:
     return met
 
 
+def round_label(number: int, rounds: int) -> str:
+    return f" (round {number}/{rounds})" if rounds > 1 else ""
+
+
+def most_efficient(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the most records per CPU-second. Neighbours on a shared host only ever slow a run
+    down, so the best of several (as `timeit` takes the minimum) is the closest to the code's cost."""
+    return max(runs, key=lambda run: run.get("records_per_cpu_s") or 0)
+
+
+def median_latency(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run whose p99 is the median of the runs' (the lower middle one for an even count)."""
+    ranked = sorted(runs, key=lambda run: run["latency_ms"]["p99"] or float("inf"))
+    return ranked[(len(ranked) - 1) // 2]
+
+
+def round_summary(run: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "records_per_s": run["records_per_s"],
+        "records_per_cpu_s": run.get("records_per_cpu_s"),
+        "p50_ms": run["latency_ms"]["p50"],
+        "p99_ms": run["latency_ms"]["p99"],
+        "delivered": run["delivered"],
+        "loadavg_before": run["loadavg_before"][0],
+    }
+
+
 def bench_workload(workload: Workload, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     started = time.monotonic()
     pool, info = generate_pool(workload, args.pool_records, patterns=args.patterns or 10_000)
@@ -151,21 +185,40 @@ def bench_workload(workload: Workload, args: argparse.Namespace, workdir: Path) 
         "workers": args.workers,
         "loadavg_start": load_average(),
     }
-    progress(f"{workload.name}: proxy")
-    result["proxy"] = run_target("proxy", workload, pool_path, settings, workdir)
-    if args.compare_floor:
-        progress(f"{workload.name}: floor")
-        floor = run_target("floor", workload, pool_path, replace(settings, profile=None), workdir)
-        result["floor"] = floor
+    proxy_runs: list[dict[str, Any]] = []
+    floor_runs: list[dict[str, Any]] = []
+    for number_ in range(1, args.rounds + 1):
+        progress(f"{workload.name}: proxy{round_label(number_, args.rounds)}")
+        proxy_settings = settings if number_ == 1 else replace(settings, profile=None)
+        proxy_runs.append(run_target("proxy", workload, pool_path, proxy_settings, workdir))
+        if args.compare_floor:
+            progress(f"{workload.name}: floor{round_label(number_, args.rounds)}")
+            floor_runs.append(
+                run_target("floor", workload, pool_path, replace(settings, profile=None), workdir)
+            )
+    result["proxy"] = most_efficient(proxy_runs)
+    rounds: dict[str, list[dict[str, Any]]] = {"proxy": [round_summary(run) for run in proxy_runs]}
+    if floor_runs:
+        result["floor"] = most_efficient(floor_runs)
+        rounds["floor"] = [round_summary(run) for run in floor_runs]
         result["proxy_vs_floor"] = ratio(
-            result["proxy"].get("records_per_cpu_s"), floor.get("records_per_cpu_s")
+            result["proxy"].get("records_per_cpu_s"), result["floor"].get("records_per_cpu_s")
         )
     if args.half_rate:
-        half = result["proxy"]["records_per_s"] / 2
-        progress(f"{workload.name}: proxy at half rate ({half:,.0f} records/s)")
-        result["half_rate"] = run_target(
-            "proxy", workload, pool_path, replace(settings, rate=half, profile=None), workdir
-        )
+        half = max(run["records_per_s"] for run in proxy_runs) / 2
+        half_runs = []
+        for number_ in range(1, args.rounds + 1):
+            progress(
+                f"{workload.name}: proxy at half rate ({half:,.0f} records/s)"
+                f"{round_label(number_, args.rounds)}"
+            )
+            half_runs.append(
+                run_target("proxy", workload, pool_path, replace(settings, rate=half, profile=None), workdir)
+            )
+        result["half_rate"] = median_latency(half_runs)
+        rounds["half_rate"] = [round_summary(run) for run in half_runs]
+    if args.rounds > 1:
+        result["rounds"] = rounds
     result["targets_met"] = targets(workload.name, result)
     result["loadavg_end"] = load_average()
     result["elapsed_s"] = round(time.monotonic() - started, 1)
@@ -203,6 +256,12 @@ def table(results: list[dict[str, Any]]) -> str:
             f"   loadavg {result['loadavg_start'][0]:.2f} -> {result['loadavg_end'][0]:.2f}"
             + (f"   targets: {verdicts}" if verdicts else "")
         )
+        for run, summaries in result.get("rounds", {}).items():
+            figures = "  ".join(
+                f"{number(summary['records_per_cpu_s'])} rec/CPU-s p99 {number(summary['p99_ms'], 1)}"
+                for summary in summaries
+            )
+            rows.append(f"{'':<14}rounds, {run}: {figures}")
     for result in results:
         if profile := result["proxy"].get("profile"):
             rows.append(
@@ -240,12 +299,23 @@ def main(argv: list[str] | None = None) -> int:
     failed += [
         f"{result['workload']} {run} (the sink did not get everything forwarded)"
         for result in results
-        for run in ("proxy", "floor", "half_rate")
-        if run in result and not result[run]["delivered"]
+        for run, delivered in deliveries(result)
+        if not delivered
     ]
     if failed:
         progress(f"failed: {', '.join(failed)}")
     return 1 if failed else 0
+
+
+def deliveries(result: dict[str, Any]) -> list[tuple[str, bool]]:
+    """Whether each run of a workload (every round's) got everything forwarded to the sink."""
+    if "rounds" in result:
+        return [
+            (f"{run} round {index}", summary["delivered"])
+            for run, summaries in result["rounds"].items()
+            for index, summary in enumerate(summaries, 1)
+        ]
+    return [(run, result[run]["delivered"]) for run in ("proxy", "floor", "half_rate") if run in result]
 
 
 def source_revision() -> str | None:
