@@ -331,6 +331,7 @@ def run_target(
             "max_sampled_rss_mib": round(session.max_sampled_rss / MIB, 1),
             "rss_end_mib": round(end.rss_bytes / MIB, 1),
             "peak_rss_mib": round(end.peak_rss_bytes / MIB, 1),
+            "root_peak_rss_mib": round(end.root_peak_rss_bytes / MIB, 1),
             "rss_timeline_mib": session.rss_timeline,
             "sink_cpu_share": round(session.sink_cpu_seconds / figures["window_s"], 3),
             "target_log_lines": child.log_lines,

@@ -3,7 +3,9 @@
 CPU is utime + stime of every live process in the tree plus cutime + cstime (children that already
 exited and were reaped are charged to their parent there, so a worker that dies mid-run still counts).
 Memory sums VmRSS (now) and VmHWM (each process's own peak) over the tree; the sum of peaks can
-exceed the tree's simultaneous peak, so it errs on the side of reporting too much.
+exceed the tree's simultaneous peak, so it errs on the side of reporting too much. The root's own
+VmHWM is kept apart: with a short-lived child (the proxy's clustering process) alive or not at the
+moment of sampling, the sums move by the child's size.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class TreeSample:
     cpu_seconds: float
     rss_bytes: int
     peak_rss_bytes: int
+    root_peak_rss_bytes: int  # VmHWM of `root` alone
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -83,6 +86,7 @@ def sample_tree(root: int) -> TreeSample:
         cpu_seconds=sum(_cpu_seconds(pid) for pid in pids),
         rss_bytes=sum(rss for rss, _ in memory),
         peak_rss_bytes=sum(peak for _, peak in memory),
+        root_peak_rss_bytes=memory[0][1],
     )
 
 
