@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from .harness import REPO, BenchError, RunSettings, run_target
-from .proctree import load_average
+from .proctree import host_speed, load_average
 from .profiling import py_spy_path
 from .workloads import WORKLOADS, Workload, generate_pool, write_pool
 
@@ -188,6 +188,7 @@ def bench_workload(workload: Workload, args: argparse.Namespace, workdir: Path) 
         "connections": args.connections,
         "workers": args.workers,
         "loadavg_start": load_average(),
+        "host_speed_start_s": host_speed(),
     }
     proxy_runs: list[dict[str, Any]] = []
     floor_runs: list[dict[str, Any]] = []
@@ -225,6 +226,7 @@ def bench_workload(workload: Workload, args: argparse.Namespace, workdir: Path) 
         result["rounds"] = rounds
     result["targets_met"] = targets(workload.name, result)
     result["loadavg_end"] = load_average()
+    result["host_speed_end_s"] = host_speed()
     result["elapsed_s"] = round(time.monotonic() - started, 1)
     return result
 
@@ -258,6 +260,7 @@ def table(results: list[dict[str, Any]]) -> str:
         rows.append(
             f"{'':<14}proxy/floor per CPU-s: {number(result.get('proxy_vs_floor'), 2)}"
             f"   loadavg {result['loadavg_start'][0]:.2f} -> {result['loadavg_end'][0]:.2f}"
+            f"   host speed {result['host_speed_start_s']:.2f} -> {result['host_speed_end_s']:.2f} s"
             + (f"   targets: {verdicts}" if verdicts else "")
         )
         for run, summaries in result.get("rounds", {}).items():
@@ -274,6 +277,10 @@ def table(results: list[dict[str, Any]]) -> str:
             rows += [f"  {share:6.1%}  {name}" for name, share in profile.get("own", [])[:12]]
             rows += [f"  py-spy: {profile['error']}"] if "error" in profile else []
     rows.append("CPU: the target's process tree, in cores over the window (1.00 = one core busy throughout)")
+    rows.append(
+        "host speed: CPU seconds of a fixed Python loop before and after the workload (lower is faster; "
+        "~0.11 s on a quiet host)"
+    )
     return "\n".join(rows)
 
 
