@@ -42,19 +42,21 @@ def series_by_family(telemetry: Telemetry) -> Counter[str]:
 def test_pattern_series_are_bounded_as_pairs_not_as_a_cross_product() -> None:
     telemetry = Telemetry(max_services=10, max_patterns=20)
     outcome = BatchOutcome()
-    for service in range(100):
+    for service in range(101):
         for pattern in range(100):
             key = (f"svc-{service}", f"{pattern:016x}", "INFO")
             outcome.patterns[key] = PatternTally(
                 "t", received=2, kept=1, reasons={"sampled": 1, "dropped": 1}
             )
-    telemetry.observe_outcome(outcome)
+    # the labelled children are kept between batches: the second and third must add to the same series
+    for _ in range(3):
+        telemetry.observe_outcome(outcome)
     series = telemetry.pattern_records.collect()[0].samples
     labels = {(s.labels["service"], s.labels["pattern"]) for s in series if s.name.endswith("_total")}
     assert len(labels) <= 20 + 10 + 1  # named pairs, plus one "other" per service label
     assert (OTHER, OTHER) in labels
     total = sum(s.value for s in series if s.name.endswith("_total"))
-    assert total == 100 * 100 * 2  # bounded, and still adds up
+    assert total == 3 * 101 * 100 * 2  # bounded, and still adds up
 
 
 @contextmanager
