@@ -192,12 +192,12 @@ def bench_workload(workload: Workload, args: argparse.Namespace, workdir: Path) 
     }
     proxy_runs: list[dict[str, Any]] = []
     floor_runs: list[dict[str, Any]] = []
-    for number_ in range(1, args.rounds + 1):
-        progress(f"{workload.name}: proxy{round_label(number_, args.rounds)}")
-        proxy_settings = settings if number_ == 1 else replace(settings, profile=None)
+    for round_number in range(1, args.rounds + 1):
+        progress(f"{workload.name}: proxy{round_label(round_number, args.rounds)}")
+        proxy_settings = settings if round_number == 1 else replace(settings, profile=None)
         proxy_runs.append(run_target("proxy", workload, pool_path, proxy_settings, workdir))
         if args.compare_floor:
-            progress(f"{workload.name}: floor{round_label(number_, args.rounds)}")
+            progress(f"{workload.name}: floor{round_label(round_number, args.rounds)}")
             floor_runs.append(
                 run_target("floor", workload, pool_path, replace(settings, profile=None), workdir)
             )
@@ -212,10 +212,10 @@ def bench_workload(workload: Workload, args: argparse.Namespace, workdir: Path) 
     if args.half_rate:
         half = max(run["records_per_s"] for run in proxy_runs) / 2
         half_runs = []
-        for number_ in range(1, args.rounds + 1):
+        for round_number in range(1, args.rounds + 1):
             progress(
                 f"{workload.name}: proxy at half rate ({half:,.0f} records/s)"
-                f"{round_label(number_, args.rounds)}"
+                f"{round_label(round_number, args.rounds)}"
             )
             half_runs.append(
                 run_target("proxy", workload, pool_path, replace(settings, rate=half, profile=None), workdir)

@@ -316,41 +316,39 @@ class Telemetry:
 
     def observe_outcome(self, outcome: BatchOutcome) -> None:
         """Add one batch's decisions to the record, byte and pattern counters."""
-        children = self._outcome_children
         for (service, severity), (received, kept) in outcome.records.items():
-            key = ("records", self.service_label(service), severity)
-            counters = children.get(key)
-            if counters is None:
-                counters = children[key] = tuple(
-                    counter.labels(*key[1:])
-                    for counter in (self.records_received, self.records_kept, self.records_dropped)
-                )
+            counted, forwarded, dropped = self._children(
+                ("records", self.service_label(service), severity),
+                (self.records_received, self.records_kept, self.records_dropped),
+            )
             if received:
-                counters[0].inc(received)
+                counted.inc(received)
             if kept:
-                counters[1].inc(kept)
+                forwarded.inc(kept)
             if received > kept:
-                counters[2].inc(received - kept)
+                dropped.inc(received - kept)
         for service, (bytes_received, bytes_kept) in outcome.bytes.items():
-            key = ("bytes", self.service_label(service))
-            counters = children.get(key)
-            if counters is None:
-                counters = children[key] = tuple(
-                    counter.labels(key[1])
-                    for counter in (self.bytes_received, self.bytes_kept, self.bytes_dropped)
-                )
-            counters[0].inc(bytes_received)
-            counters[1].inc(bytes_kept)
-            counters[2].inc(bytes_received - bytes_kept)
+            counted, forwarded, dropped = self._children(
+                ("bytes", self.service_label(service)),
+                (self.bytes_received, self.bytes_kept, self.bytes_dropped),
+            )
+            counted.inc(bytes_received)
+            forwarded.inc(bytes_kept)
+            dropped.inc(bytes_received - bytes_kept)
         for (service, pattern_id, _severity), tally in outcome.patterns.items():
             label = self.service_label(service)
             pattern = self.pattern_label(label, pattern_id)
             for reason, count in tally.reasons.items():
-                key = ("pattern", label, pattern, reason)
-                counters = children.get(key)
-                if counters is None:
-                    counters = children[key] = (self.pattern_records.labels(label, pattern, reason),)
-                counters[0].inc(count)
+                (records,) = self._children(("pattern", label, pattern, reason), (self.pattern_records,))
+                records.inc(count)
+
+    def _children(self, key: tuple[str, ...], counters: tuple[Counter, ...]) -> tuple[Counter, ...]:
+        """The children of `counters` for the label values `key[1:]` (`key[0]` names the group),
+        made by `labels()` once and kept."""
+        children = self._outcome_children.get(key)
+        if children is None:
+            children = self._outcome_children[key] = tuple(counter.labels(*key[1:]) for counter in counters)
+        return children
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric (of every process, in multiprocess mode)."""

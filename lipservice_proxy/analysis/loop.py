@@ -147,10 +147,11 @@ class AnalysisLoop:
             await self._advisor.aclose()
 
     async def run_once(self, now: float) -> RunResult:
-        # Rolling reads and resets the live stats, and boosting edits the running sampler: those stay
-        # on the event loop. The rest is computed from the snapshot (or from copies) in a worker
-        # thread. It is still GIL-bound, but a thread hands the GIL back every switch interval, so an
-        # Export call arriving during a pass over 10,000 patterns waits milliseconds, not the pass.
+        # Closing the interval reads and resets the live stats, and boosting edits the running
+        # sampler: those stay on the event loop. The rest is computed from the snapshot (or from
+        # copies) in a worker thread. It is still GIL-bound, but a thread hands the GIL back every
+        # switch interval, so an Export call arriving during a pass over 10,000 patterns waits
+        # milliseconds, not the pass.
         snapshot = await asyncio.to_thread(self._stats.close_interval(now).snapshot)
         policy_in_force = self._sampler.policy
         anomalies = await asyncio.to_thread(detect, snapshot, self._thresholds)

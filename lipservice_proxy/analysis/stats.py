@@ -164,7 +164,7 @@ def pattern_volumes(snapshot: IntervalSnapshot) -> list[PatternVolume]:
     return volumes
 
 
-_TakenCounts = tuple["PatternEntry", list[int], int, int, bool]  # entry, counts, kept, bytes, new
+_TakenCounts = tuple[PatternEntry, list[int], int, int, bool]  # entry, counts, kept, bytes, new
 
 
 class ClosedInterval:
