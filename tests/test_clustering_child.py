@@ -42,28 +42,32 @@ def write(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
-def test_headroom_from_cgroup_v2_counts_the_working_set(tmp_path: Path) -> None:
-    root = write(
-        tmp_path,
-        {
-            "memory.max": f"{256 * MIB}\n",
-            "memory.current": f"{200 * MIB}\n",
-            "memory.stat": f"anon {150 * MIB}\nfile {50 * MIB}\ninactive_file {20 * MIB}\n",
-        },
-    )
-    assert cgroup_headroom(root) == 256 * MIB - (200 - 20) * MIB
-
-
-def test_headroom_from_cgroup_v1(tmp_path: Path) -> None:
-    root = write(
-        tmp_path,
-        {
-            "memory/memory.limit_in_bytes": f"{512 * MIB}\n",
-            "memory/memory.usage_in_bytes": f"{300 * MIB}\n",
-            "memory/memory.stat": f"inactive_file 0\ntotal_inactive_file {40 * MIB}\n",
-        },
-    )
-    assert cgroup_headroom(root) == 512 * MIB - 260 * MIB
+@pytest.mark.parametrize(
+    ("files", "headroom"),
+    [
+        (  # the working set: usage minus inactive file cache, as the kubelet counts it
+            {
+                "memory.max": f"{256 * MIB}\n",
+                "memory.current": f"{200 * MIB}\n",
+                "memory.stat": f"anon {150 * MIB}\nfile {50 * MIB}\ninactive_file {20 * MIB}\n",
+            },
+            256 * MIB - (200 - 20) * MIB,
+        ),
+        (
+            {
+                "memory/memory.limit_in_bytes": f"{512 * MIB}\n",
+                "memory/memory.usage_in_bytes": f"{300 * MIB}\n",
+                "memory/memory.stat": f"inactive_file 0\ntotal_inactive_file {40 * MIB}\n",
+            },
+            512 * MIB - (300 - 40) * MIB,
+        ),
+    ],
+    ids=["v2", "v1"],
+)
+def test_headroom_is_the_limit_minus_the_working_set(
+    tmp_path: Path, files: dict[str, str], headroom: int
+) -> None:
+    assert cgroup_headroom(write(tmp_path, files)) == headroom
 
 
 @pytest.mark.parametrize(
