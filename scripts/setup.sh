@@ -26,4 +26,7 @@ if [ "$extra" = "test" ]; then
     $sudo_cmd apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
+  # The real OpenTelemetry Collector, the interop tests' and the benchmark's peer: built once with Go into
+  # a cache folder outside the repository (minutes the first time; tools/otelcol/manifest.yaml).
+  scripts/build-otelcol.sh >/dev/null
 fi
