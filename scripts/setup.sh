@@ -29,4 +29,8 @@ if [ "$extra" = "test" ]; then
   # The real OpenTelemetry Collector, the interop tests' and the benchmark's peer: built once with Go into
   # a cache folder outside the repository (minutes the first time; tools/otelcol/manifest.yaml).
   scripts/build-otelcol.sh >/dev/null
+  # The OpenTelemetry JS log exporters (tests/test_interop_js.py), at the versions of tests/js/package-lock.json
+  if [ ! -d tests/js/node_modules ] || [ tests/js/package-lock.json -nt tests/js/node_modules ]; then
+    npm ci --prefix tests/js --no-audit --no-fund --loglevel=error >/dev/null
+  fi
 fi
