@@ -4,10 +4,14 @@
     python -m bench                            # every workload, with the floor and the half-rate latency
     python -m bench --workload loghub --streams 32 --connections 8 --workers 2
     python -m bench --patterns 10000 --duration 600 --no-compare-floor      # the memory soak (10 minutes)
+    python -m bench --quick --peer otelcol     # beside the OpenTelemetry Collector, in the same run
 
 For each workload: generate a pool of requests (not measured), run the proxy with the sink behind it
 under closed-loop load, then the floor (bench/floor.py) with the same load, then (unless --quick) the
-proxy again paced at half the records/s it reached, for the Export latency. One JSON line per
+proxy again paced at half the records/s it reached, for the Export latency. With `--peer otelcol`, the
+OpenTelemetry Collector (scripts/build-otelcol.sh) runs the same load after the proxy in every round:
+its probabilistic_sampler at the keep ratio the proxy just reached, then its batch processor, into the
+same sink; every record then carries `log.record.uid`, which that sampler hashes. One JSON line per
 workload on stdout as it completes, then a table of all of them. Progress goes to stderr.
 """
 
@@ -36,6 +40,7 @@ RECORDS_PER_CPU_TARGET = {"loghub": 150_000, "repetitive": 300_000}
 FLOOR_RATIO_TARGET = {"loghub": 0.35, "repetitive": 0.65}
 LATENCY_P99_TARGET_MS = 5.0
 PEAK_RSS_TARGET_MIB = 200.0
+RUNS = ("proxy", "floor", "otelcol", "half_rate")  # the runs of a workload, in the table's order
 
 
 def positive_int(text: str) -> int:
@@ -86,6 +91,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="runs of each target, alternating; the table shows the most efficient run of each and, "
         "at half rate, the run with the median p99 (every round's figures are in the JSON line)",
     )
+    parser.add_argument(
+        "--peer",
+        choices=["otelcol"],
+        help="also run the OpenTelemetry Collector with the same load, sampling at the proxy's keep ratio",
+    )
     parser.add_argument("--profile", type=Path, help="directory for py-spy profiles of the proxy's window")
     parser.add_argument("--json-only", action="store_true", help="no table, only the JSON lines")
     args = parser.parse_args(argv)
@@ -121,6 +131,8 @@ def targets(workload: str, result: dict[str, Any]) -> dict[str, bool]:
         met["records_per_cpu_s"] = proxy["records_per_cpu_s"] >= RECORDS_PER_CPU_TARGET[workload]
     if workload in FLOOR_RATIO_TARGET and result.get("proxy_vs_floor") is not None:
         met["proxy_vs_floor"] = result["proxy_vs_floor"] >= FLOOR_RATIO_TARGET[workload]
+    if workload in RECORDS_PER_CPU_TARGET and result.get("proxy_vs_otelcol") is not None:
+        met["proxy_vs_otelcol"] = result["proxy_vs_otelcol"] >= 1.0
     half = result.get("half_rate")
     if result["protocol"] == "grpc" and half and half["latency_ms"]["p99"] is not None:
         met["p99_at_half_rate"] = half["latency_ms"]["p99"] <= LATENCY_P99_TARGET_MS
@@ -131,6 +143,15 @@ def targets(workload: str, result: dict[str, Any]) -> dict[str, bool]:
             met["peak_rss_proxy_process"] = proxy["root_peak_rss_mib"] <= PEAK_RSS_TARGET_MIB
         met["peak_rss_process_tree"] = proxy["max_sampled_rss_mib"] <= PEAK_RSS_TARGET_MIB
     return met
+
+
+def keep_ratio(proxy_run: dict[str, Any]) -> float:
+    """The share of records the proxy kept in a run, from its own counters."""
+    metrics = proxy_run.get("proxy_metrics") or {}
+    received = metrics.get("lipservice_log_records_received_total") or 0
+    if not received:
+        raise BenchError("the proxy's run reported no received records: no keep ratio for the peer")
+    return float(metrics["lipservice_log_records_kept_total"]) / received
 
 
 def round_label(number: int, rounds: int) -> str:
@@ -162,7 +183,9 @@ def round_summary(run: dict[str, Any]) -> dict[str, Any]:
 
 def bench_workload(workload: Workload, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     started = time.monotonic()
-    pool, info = generate_pool(workload, args.pool_records, patterns=args.patterns or 10_000)
+    pool, info = generate_pool(
+        workload, args.pool_records, patterns=args.patterns or 10_000, record_uid=args.peer == "otelcol"
+    )
     pool_path = workdir / f"{workload.name}.pool"
     write_pool(pool_path, pool)
     del pool
@@ -187,15 +210,22 @@ def bench_workload(workload: Workload, args: argparse.Namespace, workdir: Path) 
         "streams": args.streams,
         "connections": args.connections,
         "workers": args.workers,
+        "peer": args.peer,
         "loadavg_start": load_average(),
         "host_speed_start_s": host_speed(),
     }
     proxy_runs: list[dict[str, Any]] = []
     floor_runs: list[dict[str, Any]] = []
+    peer_runs: list[dict[str, Any]] = []
     for round_number in range(1, args.rounds + 1):
         progress(f"{workload.name}: proxy{round_label(round_number, args.rounds)}")
         proxy_settings = settings if round_number == 1 else replace(settings, profile=None)
         proxy_runs.append(run_target("proxy", workload, pool_path, proxy_settings, workdir))
+        if args.peer == "otelcol":
+            keep = keep_ratio(proxy_runs[-1])
+            progress(f"{workload.name}: otelcol at {keep:.2%}{round_label(round_number, args.rounds)}")
+            peer_settings = replace(settings, profile=None, keep_ratio=keep)
+            peer_runs.append(run_target("otelcol", workload, pool_path, peer_settings, workdir))
         if args.compare_floor:
             progress(f"{workload.name}: floor{round_label(round_number, args.rounds)}")
             floor_runs.append(
@@ -208,6 +238,12 @@ def bench_workload(workload: Workload, args: argparse.Namespace, workdir: Path) 
         rounds["floor"] = [round_summary(run) for run in floor_runs]
         result["proxy_vs_floor"] = ratio(
             result["proxy"].get("records_per_cpu_s"), result["floor"].get("records_per_cpu_s")
+        )
+    if peer_runs:
+        result["otelcol"] = most_efficient(peer_runs)
+        rounds["otelcol"] = [round_summary(run) for run in peer_runs]
+        result["proxy_vs_otelcol"] = ratio(
+            result["proxy"].get("records_per_cpu_s"), result["otelcol"].get("records_per_cpu_s")
         )
     if args.half_rate:
         half = max(run["records_per_s"] for run in proxy_runs) / 2
@@ -242,7 +278,7 @@ def table(results: list[dict[str, Any]]) -> str:
     )
     rows = [header, "-" * len(header)]
     for result in results:
-        for run in ("proxy", "floor", "half_rate"):
+        for run in RUNS:
             figures = result.get(run)
             if figures is None:
                 continue
@@ -259,7 +295,12 @@ def table(results: list[dict[str, Any]]) -> str:
         )
         rows.append(
             f"{'':<14}proxy/floor per CPU-s: {number(result.get('proxy_vs_floor'), 2)}"
-            f"   loadavg {result['loadavg_start'][0]:.2f} -> {result['loadavg_end'][0]:.2f}"
+            + (
+                f"   proxy/otelcol per CPU-s: {number(result.get('proxy_vs_otelcol'), 2)}"
+                if "otelcol" in result
+                else ""
+            )
+            + f"   loadavg {result['loadavg_start'][0]:.2f} -> {result['loadavg_end'][0]:.2f}"
             f"   host speed {result['host_speed_start_s']:.2f} -> {result['host_speed_end_s']:.2f} s"
             + (f"   targets: {verdicts}" if verdicts else "")
         )
@@ -326,7 +367,7 @@ def deliveries(result: dict[str, Any]) -> list[tuple[str, bool]]:
             for run, summaries in result["rounds"].items()
             for index, summary in enumerate(summaries, 1)
         ]
-    return [(run, result[run]["delivered"]) for run in ("proxy", "floor", "half_rate") if run in result]
+    return [(run, result[run]["delivered"]) for run in RUNS if run in result]
 
 
 def source_revision() -> str | None:

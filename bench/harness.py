@@ -26,6 +26,7 @@ import orjson
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.otelcol import free_port, otelcol_binary
 from tests.support.waiting import wait_until
 
 from .proctree import load_average, sample_tree
@@ -46,7 +47,10 @@ PROXY_METRICS = (
     "lipservice_patterns_active",
     "lipservice_export_queue_records",
 )
-Target = Literal["proxy", "floor"]
+Target = Literal["proxy", "floor", "otelcol"]
+OTELCOL_SENT = "otelcol_exporter_sent_log_records*"
+OTELCOL_METRICS = ("otelcol_receiver_accepted_log_records*", OTELCOL_SENT)
+OTELCOL_READY = "Everything is ready"
 
 
 class BenchError(Exception):
@@ -54,12 +58,23 @@ class BenchError(Exception):
 
 
 class Child:
-    """A child process that announces its ports in a JSON line on stderr (as the proxy does)."""
+    """A child process that announces its ports in a JSON line on stderr (as the proxy does), or, given
+    its `ports` and a `ready_marker`, one whose ports were chosen for it (the Collector)."""
 
-    def __init__(self, name: str, argv: list[str], cwd: Path, stdout: IO[bytes] | int) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        cwd: Path,
+        stdout: IO[bytes] | int,
+        ports: dict[str, int] | None = None,
+        ready_marker: str | None = None,
+    ) -> None:
         self.name = name
         self.process = subprocess.Popen(argv, cwd=cwd, stdout=stdout, stderr=subprocess.PIPE)
         self.ports: dict[str, int] = {}
+        self._chosen_ports = ports or {}
+        self._ready_marker = ready_marker
         self.log_tail: collections.deque[str] = collections.deque(maxlen=20)
         self.log_lines = 0
         threading.Thread(target=self._read_stderr, name=f"{name}-stderr", daemon=True).start()
@@ -70,7 +85,10 @@ class Child:
             line = raw.decode(errors="replace").rstrip()
             self.log_tail.append(line)
             self.log_lines += 1
-            if not self.ports and line.startswith("{"):
+            if self._ready_marker is not None:
+                if not self.ports and self._ready_marker in line:
+                    self.ports = self._chosen_ports
+            elif not self.ports and line.startswith("{"):
                 try:
                     ports = orjson.loads(line).get("ports")
                 except orjson.JSONDecodeError:
@@ -122,6 +140,7 @@ class RunSettings:
     rate: float | None = None  # records/s (open loop); None: as fast as the target answers
     workers: int | None = None  # passed to `lipservice-proxy run --workers N` when set
     profile: Path | None = None  # write py-spy's collapsed stacks of the window here (proxy only)
+    keep_ratio: float | None = None  # the Collector's sampling ratio (the proxy's, measured before it)
 
 
 def proxy_config(sink: str, policy: Path) -> dict[str, Any]:
@@ -154,14 +173,69 @@ def start_floor(sink: str) -> Child:
     return Child("floor", argv, REPO, subprocess.DEVNULL).wait_ready()
 
 
-def scrape_metrics(admin: str) -> dict[str, float]:
+def start_otelcol(workdir: Path, sink: str, keep_ratio: float) -> Child:
+    """The OpenTelemetry Collector (scripts/build-otelcol.sh) doing what a Collector user does to cut log
+    volume: probabilistic sampling at the proxy's keep ratio, then batching, toward the same sink."""
+    try:
+        binary = otelcol_binary()
+    except RuntimeError as exc:
+        raise BenchError(str(exc)) from None
+    ports = {"grpc": free_port(), "http": free_port(), "admin": free_port()}
+    config = {
+        "receivers": {
+            "otlp": {
+                "protocols": {
+                    "grpc": {"endpoint": f"127.0.0.1:{ports['grpc']}"},
+                    "http": {"endpoint": f"127.0.0.1:{ports['http']}"},
+                }
+            }
+        },
+        "processors": {
+            "probabilistic_sampler": {
+                "mode": "hash_seed",
+                "hash_seed": 22,
+                "sampling_percentage": round(keep_ratio * 100, 4),
+                "attribute_source": "record",
+                "from_attribute": "log.record.uid",
+            },
+            "batch": {},
+        },
+        "exporters": {"otlp_grpc": {"endpoint": sink, "tls": {"insecure": True}, "compression": "none"}},
+        "service": {
+            "pipelines": {
+                "logs": {
+                    "receivers": ["otlp"],
+                    "processors": ["probabilistic_sampler", "batch"],
+                    "exporters": ["otlp_grpc"],
+                }
+            },
+            "telemetry": {
+                "logs": {"level": "info"},
+                "metrics": {
+                    "level": "normal",
+                    "readers": [
+                        {"pull": {"exporter": {"prometheus": {"host": "127.0.0.1", "port": ports["admin"]}}}}
+                    ],
+                },
+            },
+        },
+    }
+    path = workdir / "otelcol.yaml"
+    path.write_text(yaml.safe_dump(config))
+    argv = [str(binary), "--config", str(path)]
+    return Child("otelcol", argv, workdir, subprocess.DEVNULL, ports, OTELCOL_READY).wait_ready()
+
+
+def scrape_metrics(admin: str, names: tuple[str, ...] = PROXY_METRICS) -> dict[str, float]:
+    """Sums of the named samples at an admin endpoint's /metrics (prefix match with a trailing "*")."""
     with urllib.request.urlopen(f"http://{admin}/metrics", timeout=10) as response:
         text = response.read().decode()
-    sums = dict.fromkeys(PROXY_METRICS, 0.0)
+    sums = dict.fromkeys(names, 0.0)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name in sums:
-                sums[sample.name] += sample.value
+            for name in names:
+                if sample.name == name or (name.endswith("*") and sample.name.startswith(name[:-1])):
+                    sums[name] += sample.value
     return sums
 
 
@@ -285,6 +359,10 @@ def delivery_check(target: Target, child: Child, sink: Child, acked_records: int
         figures["sink_records"] = counts.records
         if target == "floor":
             expected = acked_records
+        elif target == "otelcol":
+            metrics = scrape_metrics(child.endpoint("admin"), OTELCOL_METRICS)
+            figures["otelcol_metrics"] = metrics
+            expected = int(metrics[OTELCOL_SENT])
         else:
             metrics = scrape_metrics(child.endpoint("admin"))
             figures["proxy_metrics"] = metrics
@@ -300,19 +378,24 @@ def delivery_check(target: Target, child: Child, sink: Child, acked_records: int
     return figures
 
 
+def start_target(target: Target, workdir: Path, sink: str, settings: RunSettings) -> Child:
+    if target == "proxy":
+        return start_proxy(workdir, sink, settings.workers)
+    if target == "otelcol":
+        assert settings.keep_ratio is not None, "the Collector samples at the proxy's keep ratio"
+        return start_otelcol(workdir, sink, settings.keep_ratio)
+    return start_floor(sink)
+
+
 def run_target(
     target: Target, workload: Workload, pool: Path, settings: RunSettings, workdir: Path
 ) -> dict[str, Any]:
-    """One measured run of the proxy or the floor; returns its figures as a dict."""
+    """One measured run of the proxy, the floor or the Collector; returns its figures as a dict."""
     sink = Child("sink", [sys.executable, "-m", "bench.sink"], REPO, subprocess.DEVNULL).wait_ready()
     child: Child | None = None
     try:
         sink_endpoint = sink.endpoint("grpc")
-        child = (
-            start_proxy(workdir, sink_endpoint, settings.workers)
-            if target == "proxy"
-            else start_floor(sink_endpoint)
-        )
+        child = start_target(target, workdir, sink_endpoint, settings)
         load = {"loadavg_before": load_average()}
         argv = loadgen_argv(child, workload, pool, settings)
         session = LoadSession(argv, child, sink, settings, workdir / f"loadgen-{target}.log")

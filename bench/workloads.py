@@ -237,7 +237,7 @@ def pod_resource(service: str, pod: int) -> Resource:
 
 
 def build_request(
-    service: str, pod: int, lines: list[Line], first_index: int, rng: random.Random
+    service: str, pod: int, lines: list[Line], first_index: int, rng: random.Random, record_uid: bool = False
 ) -> ExportLogsServiceRequest:
     request = ExportLogsServiceRequest()
     resource_logs = request.resource_logs.add(schema_url="https://opentelemetry.io/schemas/1.26.0")
@@ -262,6 +262,8 @@ def build_request(
             record.trace_id = rng.randbytes(16)
             record.span_id = rng.randbytes(8)
             record.flags = 1
+        if record_uid:
+            record.attributes.append(attribute("log.record.uid", rng.randbytes(16).hex()))
         records.append(record)
     return request
 
@@ -275,9 +277,13 @@ def batch_source(workload: Workload, rng: random.Random, patterns: int) -> Batch
 
 
 def generate_pool(
-    workload: Workload, records: int, *, patterns: int = 10_000, seed: int = 1
+    workload: Workload, records: int, *, patterns: int = 10_000, seed: int = 1, record_uid: bool = False
 ) -> tuple[list[tuple[int, bytes]], PoolInfo]:
-    """(records in the request, serialised request) for about `records` records, and what the pool holds."""
+    """(records in the request, serialised request) for about `records` records, and what the pool holds.
+
+    `record_uid`: every record also carries `log.record.uid` (the semantic conventions' unique id), the
+    attribute the Collector's probabilistic sampler hashes when it is the peer (--peer otelcol): 70% of
+    records have no trace id, which that sampler would otherwise refuse to sample."""
     rng = random.Random(seed)
     source = batch_source(workload, rng, patterns)
     pool: list[tuple[int, bytes]] = []
@@ -286,7 +292,7 @@ def generate_pool(
     total = repeats = 0
     while total < records:
         service, lines = next(source)
-        request = build_request(service, len(pool) % PODS_PER_SERVICE, lines, total, rng)
+        request = build_request(service, len(pool) % PODS_PER_SERVICE, lines, total, rng, record_uid)
         body = message_to_json(request) if workload.encoding == "json" else request.SerializeToString()
         pool.append((len(lines), body))
         total += len(lines)
