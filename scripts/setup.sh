@@ -16,10 +16,13 @@ else
 fi
 if [ "$extra" = "test" ]; then
   # System tools the tests use: promtool (Debian package prometheus) checks /metrics output;
-  # headless Chromium renders the admin status page (tests/test_status_page.py).
+  # headless Chromium renders the admin status page (tests/test_status_page.py); buildah and
+  # debootstrap build and run the container image (scripts/build-image.sh, tests/test_image.py).
   missing=()
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v buildah >/dev/null 2>&1 || missing+=(buildah)
+  command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
   if [ ${#missing[@]} -gt 0 ]; then
     sudo_cmd=""
     [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
