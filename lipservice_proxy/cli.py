@@ -27,11 +27,15 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .config import load_config
+    import logging
+
+    from .config import load_config, unknown_env_variables
     from .logsetup import configure_logging
 
     config = load_config(args.config)  # before the heavier imports, so a bad file fails fast
     configure_logging(config.logging.level, config.logging.format)
+    for warning in unknown_env_variables(config) if args.worker_index is None else ():  # said by the parent
+        logging.getLogger("lipservice_proxy.config").warning(warning)
     if args.workers is not None:
         if args.role != "standalone":
             raise ConfigError(

@@ -1,0 +1,143 @@
+"""Issue 19, "the first hour without surprises": what a new operator meets, tried as they would, through
+the real `lipservice-proxy` command in a subprocess and real HTTP against it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .support.proxy import ProxyProcess, http_get
+from .support.sdk import emit, sdk_logger
+from .support.waiting import wait_until
+from .test_status_page import SCREENSHOTS, run_chromium
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`lipservice-proxy ARGS` as a user runs it; the environment is the test's plus `env`."""
+    return subprocess.run(
+        [sys.executable, "-m", "lipservice_proxy.cli", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def warnings_of(proxy: ProxyProcess) -> list[str]:
+    return [str(line.get("msg")) for line in proxy.log_lines if line.get("level") == "warning"]
+
+
+# ---- 1. a sampler.policy_file that does not exist ----
+
+
+def test_a_missing_policy_file_is_warned_about_at_start_and_on_the_status_page(tmp_path: Path) -> None:
+    config: dict[str, Any] = {"sampler": {"policy_file": "policies/typo.yaml"}}
+    with ProxyProcess(config, tmp_path) as proxy:
+        warnings = [text for text in warnings_of(proxy) if "policies/typo.yaml" in text]
+        assert warnings, proxy.log_lines
+        assert "does not exist" in warnings[0] and str(tmp_path) in warnings[0]
+        assert "built-in default" in warnings[0]
+
+        status, body = http_get(proxy.admin_url + "/api/v1/policy")
+        assert status == 200
+        assert orjson.loads(body)["warnings"] == warnings[:1]
+        status, page = http_get(proxy.admin_url + "/")
+        assert status == 200
+        assert "class='warning'" in page.decode() and "policies/typo.yaml" in page.decode()
+
+        # once the file appears the policy store takes it up and the warning goes away
+        (tmp_path / "policies").mkdir()
+        (tmp_path / "policies" / "typo.yaml").write_text("version: 3\n")
+
+        def policy() -> dict[str, Any]:
+            return dict(orjson.loads(http_get(proxy.admin_url + "/api/v1/policy")[1]))
+
+        wait_until(lambda: policy()["current"]["version"] == 3, timeout=20, what="the policy file to load")
+        assert "warnings" not in policy()
+        assert "class='warning'" not in http_get(proxy.admin_url + "/")[1].decode()
+
+
+# ---- 6. ERROR-only patterns: every record kept, and shown so ----
+
+
+def test_an_error_only_pattern_shows_rate_one_always_kept_in_the_api_and_in_chromium(tmp_path: Path) -> None:
+    records = [{"body": f"payment {i} declined by the bank", "severity": "ERROR"} for i in range(300)]
+    records += [{"body": f"cart {i} viewed", "severity": "INFO"} for i in range(200)]
+    with ProxyProcess({}, tmp_path) as proxy:
+        with sdk_logger(proxy.grpc_endpoint, service="shop") as logger:
+            emit(logger, records)
+
+        def patterns() -> dict[str, dict[str, Any]]:
+            body = http_get(proxy.admin_url + "/api/v1/patterns")[1]
+            return {p["template"]: p for p in orjson.loads(body)["patterns"]}
+
+        wait_until(
+            lambda: sum(p["received"] for p in patterns().values()) == 500, what="every record counted"
+        )
+        declined = patterns()["payment <NUM> declined by the bank"]
+        assert declined["counts"] == {"ERROR": 300} and declined["kept"] == 300
+        assert (declined["rate"], declined["rule"], declined["reason"]) == (
+            1.0,
+            "protected",
+            "always kept (severity)",
+        )
+        viewed = patterns()["cart <NUM> viewed"]  # a sampled pattern keeps its severity's rate
+        assert (viewed["rate"], viewed["rule"]) == (0.2, "severity")
+
+        dom = run_chromium(tmp_path, "--dump-dom", proxy.admin_url + "/").stdout
+        row = re.search(r"<tr>(?:(?!</tr>).)*payment &lt;NUM&gt; declined(?:(?!</tr>).)*</tr>", dom, re.S)
+        assert row is not None, dom
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(0), re.S)
+        assert cells[3:8] == ["300", "300", "1", "protected", "always kept (severity)"], cells
+
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shot = SCREENSHOTS / "status_page_error_only_pattern.png"
+        shot.unlink(missing_ok=True)
+        run_chromium(tmp_path, "--window-size=1200,1100", f"--screenshot={shot}", proxy.admin_url + "/")
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        print(f"\nstatus page screenshot (item 6): {shot}")
+
+
+# ---- 3. environment overrides: a misspelt one is warned about, a bad value names its variable ----
+
+
+def test_a_misspelt_environment_override_is_warned_about_at_start(tmp_path: Path) -> None:
+    env = {
+        "LIPSERVICE_SAMPLR__DRY_RUN": "true",
+        "LIPSERVICE_SAMPLER__DRY_RUN": "false",
+        "LIPSERVICE_TOKEN": "s3",
+    }
+    config = {"receivers": {"auth": {"bearer_token_env": "LIPSERVICE_TOKEN"}}}
+    with ProxyProcess(config, tmp_path, environ=env) as proxy:
+        ignored = [text for text in warnings_of(proxy) if "environment variable" in text]
+    # the override that is right and the variable the config names as a token's source are not warned of
+    assert len(ignored) == 1, ignored
+    assert "LIPSERVICE_SAMPLR__DRY_RUN is ignored" in ignored[0] and "sampler" in ignored[0]
+
+
+def test_a_bad_environment_value_names_the_variable_and_exits_2(tmp_path: Path) -> None:
+    result = cli("run", env={"LIPSERVICE_SAMPLER__DRY_RUN": "maybe"}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "lipservice-proxy: config: sampler.dry_run (from LIPSERVICE_SAMPLER__DRY_RUN): "
+        "Input should be a valid boolean, unable to interpret input (got 'maybe')"
+    ]
+    result = cli(
+        "run",
+        env={"LIPSERVICE_EXPORTERS__0__TYPE": "otlp_grpc", "LIPSERVICE_EXPORTERS__0__ENDPOINTT": "x:1"},
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "exporters[0].endpointt (from LIPSERVICE_EXPORTERS__0__ENDPOINTT): unknown key" in result.stderr
