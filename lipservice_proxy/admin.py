@@ -96,7 +96,7 @@ class _RuleReasons:
     """A policy's pattern rules by id and by template, matched as the sampler matches them."""
 
     def __init__(self, rules: list[Mapping[str, Any]]) -> None:
-        self._by_id = {rule.get("id"): rule.get("reason") for rule in rules}
+        self._by_id = {rule["id"]: rule.get("reason") for rule in rules if rule.get("id")}
         self._by_template = {rule["template"]: rule.get("reason") for rule in rules if rule.get("template")}
 
     def find(self, pattern: Mapping[str, Any]) -> str | None:

@@ -141,3 +141,30 @@ def test_a_bad_environment_value_names_the_variable_and_exits_2(tmp_path: Path) 
     )
     assert result.returncode == 2
     assert "exporters[0].endpointt (from LIPSERVICE_EXPORTERS__0__ENDPOINTT): unknown key" in result.stderr
+
+
+# ---- 5. a policy rule by template alone ----
+
+
+def test_a_policy_rule_by_template_alone_is_accepted_and_applied(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 2\npatterns:\n  - {template: 'cart <NUM> viewed', rate: 0.1, reason: 'browsing noise'}\n"
+    )
+    result = cli("policy", "validate", str(policy), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "valid (version 2, 1 pattern rules" in result.stdout
+
+    records = [{"body": f"cart {i} viewed", "severity": "INFO"} for i in range(300)]
+    with ProxyProcess({"sampler": {"policy_file": str(policy)}}, tmp_path) as proxy:
+        with sdk_logger(proxy.grpc_endpoint, service="shop") as logger:
+            emit(logger, records)
+
+        def viewed() -> dict[str, Any] | None:
+            body = http_get(proxy.admin_url + "/api/v1/patterns")[1]
+            found = [p for p in orjson.loads(body)["patterns"] if p["template"] == "cart <NUM> viewed"]
+            return found[0] if found and found[0]["received"] == 300 else None
+
+        pattern = wait_until(viewed, what="every record counted")
+    assert (pattern["rate"], pattern["rule"], pattern["reason"]) == (0.1, "pattern", "browsing noise")
+    assert 25 <= pattern["kept"] <= 35  # the first of the window, then every tenth
