@@ -184,15 +184,19 @@ def _analyze(args: argparse.Namespace) -> int:
         raise InputError(f"{args.file}: {result.message or 'no policy could be proposed'}")
     if args.output is None:
         print(dump_policy(result.policy), end="")
+    fallback = " (the LLM gave no usable answer)" if result.outcome == "fallback" else ""
     summary = (
         f"analyze: {result.records} records, {len(result.policy.patterns)} pattern rules, "
-        f"{result.families} families ({result.noise} singletons), by {result.policy.generated_by} "
-        f"({result.outcome}), refining {source}"
+        f"{result.families} families ({result.noise} singletons), by {result.policy.generated_by}"
+        f"{fallback}, refining {source}"
     )
     if args.output is not None:
         state = "wrote" if result.written else "unchanged, not written:"
         summary += f"; {state} version {result.policy.version} to {args.output}"
-    print(summary, file=sys.stderr)
+    guardrails = [
+        line for line in (result.policy.reasoning or "").splitlines() if line.startswith("Guardrails:")
+    ]
+    print("\n".join([summary, *guardrails[-1:]]), file=sys.stderr)
     return EXIT_OK if result.outcome != "error" else EXIT_FAILURE
 
 

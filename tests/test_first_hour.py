@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 
 from .support.proxy import ProxyProcess, http_get
 from .support.sdk import emit, sdk_logger
@@ -168,3 +169,33 @@ def test_a_policy_rule_by_template_alone_is_accepted_and_applied(tmp_path: Path)
         pattern = wait_until(viewed, what="every record counted")
     assert (pattern["rate"], pattern["rule"], pattern["reason"]) == (0.1, "pattern", "browsing noise")
     assert 25 <= pattern["kept"] <= 35  # the first of the window, then every tenth
+
+
+# ---- 7. `analyze` offline says which bounds applied ----
+
+
+def test_analyze_offline_says_which_guardrail_bounds_applied(tmp_path: Path) -> None:
+    lines = [f"INFO heartbeat from worker {i % 7} ok" for i in range(20_000)]
+    lines += [f"INFO user {i} logged in" for i in range(300)]
+    (tmp_path / "app.log").write_text("\n".join(lines) + "\n")
+    (tmp_path / "config.yaml").write_text("analysis: {target_keep_ratio: 0.01}\n")
+    result = cli("analyze", "app.log", "-c", "config.yaml", "-o", "proposed.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary, guardrails = result.stderr.strip().splitlines()
+    assert "by heuristic, refining the built-in default policy; wrote version 2" in summary
+    assert "(heuristic)" not in summary
+    assert guardrails.startswith("Guardrails: ERROR and FATAL at 1.0; every rate in [0.001, 1]; ")
+    assert (
+        "a rate moves by at most x4 per refresh (not applied to 2 patterns' first rules: offline"
+        in guardrails
+    )
+    policy = yaml.safe_load((tmp_path / "proposed.yaml").read_text())
+    assert policy["reasoning"].rstrip().endswith(guardrails)
+    heartbeat = next(rule for rule in policy["patterns"] if "heartbeat" in rule["template"])
+    assert heartbeat["rate"] < 0.2 / 4  # further than the change bound: what the line says
+
+    # refining that policy, the change bound applies to its rules again and the line says so
+    result = cli("analyze", "app.log", "-c", "config.yaml", "-o", "proposed.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    guardrails = result.stderr.strip().splitlines()[1]
+    assert "every rate in [0.001, 1]; a rate moves by at most x4 per refresh;" in guardrails
