@@ -92,6 +92,12 @@ def policy_history(directory: Path, limit: int = 50) -> list[dict[str, Any]]:
     return summaries[:limit]
 
 
+def status_page_url(host: str, port: int) -> str:
+    """Where a browser on this machine finds the status page (a wildcard address serves loopback too)."""
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+
+
 class _RuleReasons:
     """A policy's pattern rules by id and by template, matched as the sampler matches them."""
 
@@ -183,7 +189,10 @@ class AdminServer:
         server = site._server
         assert server is not None
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        log.info("admin server listening on %s:%d", host, self.port)
+        url = status_page_url(host, self.port)
+        log.info(
+            "status page at %s (admin API and /metrics on the same port)", url, extra={"status_page": url}
+        )
         return self.port
 
     async def stop(self) -> None:

@@ -199,3 +199,24 @@ def test_analyze_offline_says_which_guardrail_bounds_applied(tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     guardrails = result.stderr.strip().splitlines()[1]
     assert "every rate in [0.001, 1]; a rate moves by at most x4 per refresh;" in guardrails
+
+
+# ---- 11. the proxy says where its status page is ----
+
+
+def test_the_proxy_logs_where_its_status_page_is_at_start(tmp_path: Path) -> None:
+    with ProxyProcess({}, tmp_path) as proxy:
+        lines = [line for line in proxy.log_lines if str(line.get("msg", "")).startswith("status page at ")]
+        assert len(lines) == 1, proxy.log_lines
+        url = lines[0]["status_page"]
+        assert url == f"http://127.0.0.1:{proxy.ports['admin']}/" and url in lines[0]["msg"]
+        status, page = http_get(url)
+        assert status == 200 and b"<title>lipservice-proxy status</title>" in page
+
+
+def test_the_readme_says_test_sh_installs_debian_packages_as_root() -> None:
+    quick_start = (REPO / "README.md").read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    for needed in ("`chromium`", "`prometheus`", "`apt-get`", "root", "`sudo`", "status page at http://"):
+        assert needed in quick_start
+    setup = (REPO / "scripts" / "setup.sh").read_text()
+    assert "apt-get install" in setup and 'sudo_cmd="sudo"' in setup  # what the README describes
