@@ -6,6 +6,16 @@ message on stderr and no traceback).
 
 from __future__ import annotations
 
+import os
+
+# gRPC's C core logs through absl straight to stderr, past Python's logging and its JSON lines: at its
+# default level, INFO, a TLS handshake failure or a fork while channels exist prints a plain line
+# (`I1205 ... ssl_transport_security.cc ...`) on every reconnect, for as long as the channel retries.
+# It reads GRPC_VERBOSITY once, when grpc is first imported (here, and in every child process, which
+# inherits the environment): ERROR keeps its rare real errors (a port already bound says why only
+# there) and silences the rest. An operator's own GRPC_VERBOSITY (and GRPC_TRACE) still wins.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 import argparse
 import asyncio
 import sys

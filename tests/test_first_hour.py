@@ -3,10 +3,13 @@ the real `lipservice-proxy` command in a subprocess and real HTTP against it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import socketserver
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +223,84 @@ def test_the_readme_says_test_sh_installs_debian_packages_as_root() -> None:
         assert needed in quick_start
     setup = (REPO / "scripts" / "setup.sh").read_text()
     assert "apt-get install" in setup and 'sudo_cmd="sudo"' in setup  # what the README describes
+
+
+# ---- 2. a bare host:port toward a plaintext upstream: a hint, and no gRPC C-core lines ----
+
+HTTP2_SETTINGS_FRAME = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # what a plaintext gRPC server sends first
+
+
+class PlaintextUpstream(socketserver.ThreadingTCPServer):
+    """Answers every connection as a plaintext HTTP/2 server would, and counts the connections."""
+
+    daemon_threads = True
+    connections = 0
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), PlaintextHandler)
+        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.server_address[1]}"
+
+
+class PlaintextHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        server = self.server
+        assert isinstance(server, PlaintextUpstream)
+        server.connections += 1
+        self.request.settimeout(5)
+        with contextlib.suppress(OSError):
+            self.request.recv(4096)  # the client's TLS ClientHello
+            self.request.sendall(HTTP2_SETTINGS_FRAME)
+
+
+def run_into_plaintext_upstream(tmp_path: Path, environ: dict[str, str]) -> tuple[ProxyProcess, str]:
+    """A proxy whose exporter names a plaintext upstream as bare host:port: one record, until it gives up
+    and gRPC has reconnected twice more. Returns the stopped proxy and the upstream's host:port."""
+    upstream = PlaintextUpstream()
+    upstream.thread.start()
+    exporter = {
+        "type": "otlp_grpc",
+        "endpoint": upstream.endpoint,
+        "queue": {"batch": {"timeout": "10ms"}},
+        "retry": {"initial_interval": "50ms", "max_interval": "100ms", "max_elapsed": "500ms"},
+    }
+    try:
+        with ProxyProcess({"exporters": [exporter]}, tmp_path, environ=environ) as proxy:
+            with sdk_logger(proxy.grpc_endpoint) as logger:
+                emit(logger, [{"body": "payment 7 failed", "severity": "ERROR"}])
+            gave_up = wait_until(
+                lambda: (
+                    next((i for i, e in enumerate(proxy.log_lines) if "gave up" in str(e.get("msg"))), None)
+                    is not None
+                ),
+                timeout=30,
+                what="the exporter to give up",
+            )
+            assert gave_up
+            after = upstream.connections
+            wait_until(lambda: upstream.connections >= after + 2, timeout=30, what="gRPC to reconnect twice")
+            proxy.terminate()
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
+    return proxy, upstream.endpoint
+
+
+def test_a_tls_handshake_with_a_plaintext_upstream_hints_http_and_leaks_no_grpc_lines(tmp_path: Path) -> None:
+    proxy, endpoint = run_into_plaintext_upstream(tmp_path, {})
+    give_up = next(line for line in proxy.log_lines if "gave up" in str(line.get("msg")))
+    assert give_up["level"] == "error" and "Tls handshake failed" in give_up["msg"]
+    hint = f"(a bare host:port endpoint means TLS: write http://{endpoint} for a plaintext upstream)"
+    assert give_up["msg"].endswith(hint)
+    not_json = [line["msg"] for line in proxy.log_lines if "level" not in line]
+    assert not_json == [], not_json  # no `I1205 ... ssl_transport_security.cc` line, before or after
+
+
+def test_an_operators_own_grpc_verbosity_still_wins(tmp_path: Path) -> None:
+    proxy, _ = run_into_plaintext_upstream(tmp_path, {"GRPC_VERBOSITY": "INFO"})
+    assert any(
+        "ssl_transport_security" in str(line["msg"]) for line in proxy.log_lines if "level" not in line
+    )
