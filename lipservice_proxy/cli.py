@@ -115,6 +115,48 @@ def _policy_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _config_warnings(config: ProxyConfig) -> list[str]:
+    """What `run` warns of at start, for the config commands to say too."""
+    from .config import unknown_env_variables
+
+    return unknown_env_variables(config)
+
+
+def _config_validate(args: argparse.Namespace) -> int:
+    """What `run` checks before it starts anything: the file with the environment's overrides, then the
+    policy files it would load (a broken one stops `run` too). Certificates, secrets and ports belong
+    to the machine the proxy runs on and are checked there, at start."""
+    from .config import load_config
+    from .sampling.policy import Policy
+    from .sampling.store import PolicyStore, missing_policy_file
+
+    config = load_config(args.file)
+    store = PolicyStore([config.sampler.policy_file, config.analysis.policy_file], Policy())
+    policy = store.load_initial()
+    missing = missing_policy_file(config.sampler.policy_file, store.source_name)
+    for warning in [*_config_warnings(config), *([missing] if missing else [])]:
+        print(f"lipservice-proxy: warning: {warning}", file=sys.stderr)
+    print(
+        f"{args.file}: valid ({len(config.exporters)} exporters; policy version {policy.version} "
+        f"from {store.source_name})"
+    )
+    return EXIT_OK
+
+
+def _config_print(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .config import load_config, redacted
+
+    config = load_config(args.file)
+    for warning in _config_warnings(config):
+        print(f"lipservice-proxy: warning: {warning}", file=sys.stderr)
+    layers = ["defaults", *([str(args.file)] if args.file else []), "LIPSERVICE_* overrides"]
+    print(f"# the effective config: {' + '.join(layers)}; secrets redacted")
+    print(yaml.safe_dump(redacted(config.model_dump(mode="json")), sort_keys=False, width=110), end="")
+    return EXIT_OK
+
+
 def _policy_schema(args: argparse.Namespace) -> int:
     import json
 
@@ -303,6 +345,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--always-keep", default="ERROR", choices=SEVERITY_NAMES, help="always_keep_min_severity"
     )
     analyze.set_defaults(handler=_analyze)
+
+    config_command = commands.add_parser("config", help="config file tools")
+    config_commands = config_command.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    config_validate = config_commands.add_parser(
+        "validate", help="check a config file (with LIPSERVICE_* overrides) as `run` does; exit 0 or 2"
+    )
+    config_validate.add_argument("file", type=Path)
+    config_validate.set_defaults(handler=_config_validate)
+    config_print = config_commands.add_parser(
+        "print",
+        help="print the effective config: defaults, the file, LIPSERVICE_* overrides; secrets redacted",
+    )
+    config_print.add_argument(
+        "file", type=Path, nargs="?", help="config file (YAML); the defaults without one"
+    )
+    config_print.set_defaults(handler=_config_print)
 
     policy = commands.add_parser("policy", help="policy file tools")
     policy_commands = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")

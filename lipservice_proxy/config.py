@@ -582,6 +582,30 @@ def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str] 
         raise ConfigError(format_validation_error(exc, source, env_keys)) from None
 
 
+REDACTED = "<redacted>"
+# Keys whose values are secrets themselves (a *_env or *_file key only names where one is).
+_SECRET_KEY = re.compile(r"(token|secret|password|api_key|apikey)$", re.I)
+
+
+def redacted(value: Any, key: str = "") -> Any:
+    """A dumped config (`ProxyConfig.model_dump(mode="json")`) with its secrets replaced: every header
+    value, any key named like a token, secret, password or API key, and the credentials in a URL."""
+    if isinstance(value, dict):
+        if key == "headers":
+            return {name: REDACTED for name in value}
+        return {name: redacted(item, str(name)) for name, item in value.items()}
+    if isinstance(value, list):
+        return [redacted(item, key) for item in value]
+    if isinstance(value, str) and value and _SECRET_KEY.search(key):
+        return REDACTED
+    if isinstance(value, str) and "://" in value and "@" in value:
+        scheme, _, rest = value.partition("://")
+        userinfo, at, host = rest.partition("@")
+        if at and "/" not in userinfo:
+            return f"{scheme}://{REDACTED}@{host}"
+    return value
+
+
 def host_port(endpoint: str) -> tuple[str, int]:
     """Split a validated 'host:port' (IPv6 in brackets allowed)."""
     return _split_host_port(endpoint)

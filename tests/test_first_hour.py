@@ -304,3 +304,90 @@ def test_an_operators_own_grpc_verbosity_still_wins(tmp_path: Path) -> None:
     assert any(
         "ssl_transport_security" in str(line["msg"]) for line in proxy.log_lines if "level" not in line
     )
+
+
+# ---- 4. `config validate` and `config print` ----
+
+
+def test_config_validate_exits_0_or_2_with_the_messages_of_run(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sampler:\n  dry_run: maybe\nexporterz: []\n")
+    validated = cli("config", "validate", str(bad), cwd=tmp_path)
+    ran = cli("run", "-c", str(bad), cwd=tmp_path)
+    assert validated.returncode == ran.returncode == 2
+    assert validated.stdout == "" and validated.stderr == ran.stderr
+    assert validated.stderr.splitlines() == [
+        f"lipservice-proxy: {bad}: sampler.dry_run: Input should be a valid boolean, unable to interpret "
+        "input (got 'maybe')",
+        f"{bad}: exporterz: unknown key",
+    ]
+
+    # a broken policy file stops `run` at start: validate says so the same way
+    (tmp_path / "policy.yaml").write_text("severity_rates: {ERROR: 0.5}\n")
+    (tmp_path / "good.yaml").write_text("sampler: {policy_file: policy.yaml}\n")
+    validated = cli("config", "validate", "good.yaml", cwd=tmp_path)
+    assert validated.returncode == 2
+    assert validated.stderr.splitlines() == [
+        "lipservice-proxy: policy.yaml: severity_rates: ERROR must be 1.0 (ERROR and FATAL are always kept)"
+    ]
+
+    (tmp_path / "policy.yaml").write_text("version: 4\n")
+    validated = cli("config", "validate", "good.yaml", cwd=tmp_path, env={"LIPSERVICE_SAMPLR__DRY_RUN": "1"})
+    assert validated.returncode == 0, validated.stderr
+    assert validated.stdout == "good.yaml: valid (1 exporters; policy version 4 from policy.yaml)\n"
+    assert "warning: environment variable LIPSERVICE_SAMPLR__DRY_RUN is ignored" in validated.stderr
+
+    validated = cli(
+        "config", "validate", "good.yaml", cwd=tmp_path, env={"LIPSERVICE_SAMPLER__DRY_RUN": "maybe"}
+    )
+    assert validated.returncode == 2 and "(from LIPSERVICE_SAMPLER__DRY_RUN)" in validated.stderr
+
+
+def test_config_print_shows_the_effective_config_with_secrets_redacted(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text(
+        "exporters:\n"
+        "  - {type: otlp_http, endpoint: 'https://ingest:s3cret@backend:4318/v1/logs',"
+        " headers: {Authorization: 'Bearer tok-123', X-Scope: tenant-9}}\n"
+        "receivers: {auth: {bearer_token_env: MY_TOKEN}}\n"
+        "passthrough: {traces: 'http://collector:4317', headers: {api-key: k-456}}\n"
+    )
+    env = {
+        "LIPSERVICE_SAMPLER__DRY_RUN": "true",
+        "LIPSERVICE_ANALYSIS__INTERVAL": "2m",
+        "MY_TOKEN": "tok-789",
+    }
+    printed = cli("config", "print", "config.yaml", cwd=tmp_path, env=env)
+    assert printed.returncode == 0, printed.stderr
+    for secret in ("s3cret", "ingest", "tok-123", "tenant-9", "k-456", "tok-789"):
+        assert secret not in printed.stdout
+    effective = yaml.safe_load(printed.stdout)
+    exporter = effective["exporters"][0]
+    assert exporter["endpoint"] == "https://<redacted>@backend:4318/v1/logs"
+    assert exporter["headers"] == {"Authorization": "<redacted>", "X-Scope": "<redacted>"}
+    assert exporter["queue"]["batch"]["max_records"] == 1024  # a default, filled in
+    assert effective["receivers"]["auth"]["bearer_token_env"] == "MY_TOKEN"  # where it is, not what
+    assert effective["sampler"]["dry_run"] is True and effective["analysis"]["interval"] == 120.0
+    assert effective["passthrough"]["headers"] == {"api-key": "<redacted>"}
+
+    # with no file: the defaults, and what is printed (secrets aside) is a config `run` accepts
+    printed = cli("config", "print", cwd=tmp_path)
+    (tmp_path / "printed.yaml").write_text(printed.stdout)
+    assert cli("config", "validate", "printed.yaml", cwd=tmp_path).returncode == 0
+    assert yaml.safe_load(printed.stdout)["exporters"][0]["type"] == "debug"
+
+
+def test_the_kubernetes_docs_validate_the_rendered_config_and_catch_a_typo(tmp_path: Path) -> None:
+    from helm_python import Chart
+
+    from .support.helm import CHART, Rendering, render
+
+    docs = (REPO / "docs" / "kubernetes.md").read_text()
+    assert "lipservice-proxy config validate rendered-config.yaml" in docs
+    with Chart.load(CHART) as chart:
+        for values, code in (({}, 0), ({"config": {"sampler": {"dry_runn": True}}}, 2)):
+            documents, notes = render(chart, values)
+            config = Rendering("docs", values, documents, notes).config_text()
+            (tmp_path / "rendered-config.yaml").write_text(config)
+            result = cli("config", "validate", "rendered-config.yaml", cwd=tmp_path)
+            assert result.returncode == code, result.stderr
+    assert "rendered-config.yaml: sampler.dry_runn: unknown key" in result.stderr
