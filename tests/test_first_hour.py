@@ -391,3 +391,30 @@ def test_the_kubernetes_docs_validate_the_rendered_config_and_catch_a_typo(tmp_p
             result = cli("config", "validate", "rendered-config.yaml", cwd=tmp_path)
             assert result.returncode == code, result.stderr
     assert "rendered-config.yaml: sampler.dry_runn: unknown key" in result.stderr
+
+
+# ---- 8. ARCHITECTURE.md, and no pointer to a DESIGN.md that is not there ----
+
+
+def test_architecture_md_names_only_code_that_exists_and_nothing_points_at_design_md() -> None:
+    text = (REPO / "ARCHITECTURE.md").read_text()
+    files = re.findall(r"`((?:[a-z_]+/)*[a-z_]+\.(?:py|proto|json))`", text)
+    assert len(files) > 40
+    package = REPO / "lipservice_proxy"
+    for name in files:  # module paths are relative to the package, other files to the repository
+        assert (package / name).exists() or (REPO / name).exists() or any(package.rglob(name)), name
+    source = "\n".join(path.read_text() for path in package.rglob("*.py"))
+    for symbol in re.findall(r"`([A-Z][A-Za-z]+)`", text):  # classes and type aliases it names
+        assert re.search(rf"^(class {symbol}\b|{symbol} = )", source, re.M), symbol
+    for function in ("add_observer", "check_room", "apply_guardrails", "build_exporter", "offer"):
+        assert f"def {function}(" in source
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    for path in tracked.split():
+        if (
+            path.endswith((".py", ".md", ".yaml", ".json", ".tpl", ".txt", ".toml"))
+            and (REPO / path).exists()
+        ):
+            assert (
+                "DESIGN.md" not in (REPO / path).read_text(errors="replace")
+                or path == "tests/test_first_hour.py"
+            )
