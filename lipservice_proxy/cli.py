@@ -115,18 +115,11 @@ def _policy_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _config_warnings(config: ProxyConfig) -> list[str]:
-    """What `run` warns of at start, for the config commands to say too."""
-    from .config import unknown_env_variables
-
-    return unknown_env_variables(config)
-
-
 def _config_validate(args: argparse.Namespace) -> int:
     """What `run` checks before it starts anything: the file with the environment's overrides, then the
     policy files it would load (a broken one stops `run` too). Certificates, secrets and ports belong
     to the machine the proxy runs on and are checked there, at start."""
-    from .config import load_config
+    from .config import load_config, unknown_env_variables
     from .sampling.policy import Policy
     from .sampling.store import PolicyStore, missing_policy_file
 
@@ -134,11 +127,12 @@ def _config_validate(args: argparse.Namespace) -> int:
     store = PolicyStore([config.sampler.policy_file, config.analysis.policy_file], Policy())
     policy = store.load_initial()
     missing = missing_policy_file(config.sampler.policy_file, store.source_name)
-    for warning in [*_config_warnings(config), *([missing] if missing else [])]:
+    for warning in [*unknown_env_variables(config), *([missing] if missing else [])]:
         print(f"lipservice-proxy: warning: {warning}", file=sys.stderr)
+    exporters = len(config.exporters)
     print(
-        f"{args.file}: valid ({len(config.exporters)} exporters; policy version {policy.version} "
-        f"from {store.source_name})"
+        f"{args.file}: valid ({exporters} exporter{'s' if exporters != 1 else ''}; "
+        f"policy version {policy.version} from {store.source_name})"
     )
     return EXIT_OK
 
@@ -146,10 +140,10 @@ def _config_validate(args: argparse.Namespace) -> int:
 def _config_print(args: argparse.Namespace) -> int:
     import yaml
 
-    from .config import load_config, redacted
+    from .config import load_config, redacted, unknown_env_variables
 
     config = load_config(args.file)
-    for warning in _config_warnings(config):
+    for warning in unknown_env_variables(config):
         print(f"lipservice-proxy: warning: {warning}", file=sys.stderr)
     layers = ["defaults", *([str(args.file)] if args.file else []), "LIPSERVICE_* overrides"]
     print(f"# the effective config: {' + '.join(layers)}; secrets redacted")

@@ -334,7 +334,7 @@ def test_config_validate_exits_0_or_2_with_the_messages_of_run(tmp_path: Path) -
     (tmp_path / "policy.yaml").write_text("version: 4\n")
     validated = cli("config", "validate", "good.yaml", cwd=tmp_path, env={"LIPSERVICE_SAMPLR__DRY_RUN": "1"})
     assert validated.returncode == 0, validated.stderr
-    assert validated.stdout == "good.yaml: valid (1 exporters; policy version 4 from policy.yaml)\n"
+    assert validated.stdout == "good.yaml: valid (1 exporter; policy version 4 from policy.yaml)\n"
     assert "warning: environment variable LIPSERVICE_SAMPLR__DRY_RUN is ignored" in validated.stderr
 
     validated = cli(
