@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from .auth import BearerAuthenticator
 from .config import AdminConfig, host_port
+from .sampling.policy import PROTECTED_SEVERITIES
 from .status_page import render_status_page
 from .timeline import Timeline
 
@@ -30,7 +31,7 @@ STATUS_PAGE_PATTERNS = 50
 HISTORY_SUMMARY_KEYS = ("version", "generated_by", "generated_at", "reasoning")
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _RULE_REASONS = {
-    "protected": "ERROR and FATAL are always kept",
+    "protected": "always kept (severity)",
     "severity": "the policy's rate for this severity",
     "default": "no rule applies: kept",
 }
@@ -91,11 +92,17 @@ def policy_history(directory: Path, limit: int = 50) -> list[dict[str, Any]]:
     return summaries[:limit]
 
 
+def status_page_url(host: str, port: int) -> str:
+    """Where a browser on this machine finds the status page (a wildcard address serves loopback too)."""
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+
+
 class _RuleReasons:
     """A policy's pattern rules by id and by template, matched as the sampler matches them."""
 
     def __init__(self, rules: list[Mapping[str, Any]]) -> None:
-        self._by_id = {rule.get("id"): rule.get("reason") for rule in rules}
+        self._by_id = {rule["id"]: rule.get("reason") for rule in rules if rule.get("id")}
         self._by_template = {rule["template"]: rule.get("reason") for rule in rules if rule.get("template")}
 
     def find(self, pattern: Mapping[str, Any]) -> str | None:
@@ -104,13 +111,23 @@ class _RuleReasons:
         return self._by_template.get(pattern.get("template", ""))
 
 
+def _only_protected(pattern: Mapping[str, Any]) -> bool:
+    """Every record of the pattern was ERROR or FATAL, so every one was kept whatever its rule says.
+    (The views give a pattern the rate of its busiest level below ERROR, INFO when it has none.)"""
+    counts: Mapping[str, int] = pattern.get("counts") or {}
+    return any(counts.values()) and all(name in PROTECTED_SEVERITIES for name, n in counts.items() if n)
+
+
 def with_reasons(patterns_view: dict[str, Any], policy: Mapping[str, Any]) -> dict[str, Any]:
     """Each pattern gets a `reason` (unless it has one): the policy rule's own reason when a pattern rule
-    sets its rate, the boost's reason under an anomaly boost, else what the rule name means."""
+    sets its rate, the boost's reason under an anomaly boost, else what the rule name means. A pattern
+    whose records were all ERROR or FATAL shows what happened to them: rate 1.0, always kept."""
     boosts = {boost["pattern_id"]: boost.get("reason") for boost in patterns_view.get("boosts", [])}
     global_rules = _RuleReasons(policy.get("patterns", []))
     service_rules: dict[str, _RuleReasons] = {}
     for pattern in patterns_view.get("patterns", []):
+        if _only_protected(pattern):
+            pattern.update(rate=1.0, rule="protected")
         if "reason" in pattern:
             continue
         rule = str(pattern.get("rule", ""))
@@ -172,7 +189,10 @@ class AdminServer:
         server = site._server
         assert server is not None
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        log.info("admin server listening on %s:%d", host, self.port)
+        url = status_page_url(host, self.port)
+        log.info(
+            "status page at %s (admin API and /metrics on the same port)", url, extra={"status_page": url}
+        )
         return self.port
 
     async def stop(self) -> None:

@@ -6,6 +6,16 @@ message on stderr and no traceback).
 
 from __future__ import annotations
 
+import os
+
+# gRPC's C core logs through absl straight to stderr, past Python's logging and its JSON lines: at its
+# default level, INFO, a TLS handshake failure or a fork while channels exist prints a plain line
+# (`I1205 ... ssl_transport_security.cc ...`) on every reconnect, for as long as the channel retries.
+# It reads GRPC_VERBOSITY once, when grpc is first imported (here, and in every child process, which
+# inherits the environment): ERROR keeps its rare real errors (a port already bound says why only
+# there) and silences the rest. An operator's own GRPC_VERBOSITY (and GRPC_TRACE) still wins.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 import argparse
 import asyncio
 import sys
@@ -27,11 +37,15 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .config import load_config
+    import logging
+
+    from .config import load_config, unknown_env_variables
     from .logsetup import configure_logging
 
     config = load_config(args.config)  # before the heavier imports, so a bad file fails fast
     configure_logging(config.logging.level, config.logging.format)
+    for warning in unknown_env_variables(config) if args.worker_index is None else ():  # said by the parent
+        logging.getLogger("lipservice_proxy.config").warning(warning)
     if args.workers is not None:
         if args.role != "standalone":
             raise ConfigError(
@@ -98,6 +112,42 @@ def _policy_validate(args: argparse.Namespace) -> int:
         f"{args.file}: valid (version {policy.version}, {len(policy.patterns)} pattern rules, "
         f"{len(policy.exemptions)} exemptions)"
     )
+    return EXIT_OK
+
+
+def _config_validate(args: argparse.Namespace) -> int:
+    """What `run` checks before it starts anything: the file with the environment's overrides, then the
+    policy files it would load (a broken one stops `run` too). Certificates, secrets and ports belong
+    to the machine the proxy runs on and are checked there, at start."""
+    from .config import load_config, unknown_env_variables
+    from .sampling.policy import Policy
+    from .sampling.store import PolicyStore, missing_policy_file
+
+    config = load_config(args.file)
+    store = PolicyStore([config.sampler.policy_file, config.analysis.policy_file], Policy())
+    policy = store.load_initial()
+    missing = missing_policy_file(config.sampler.policy_file, store.source_name)
+    for warning in [*unknown_env_variables(config), *([missing] if missing else [])]:
+        print(f"lipservice-proxy: warning: {warning}", file=sys.stderr)
+    exporters = len(config.exporters)
+    print(
+        f"{args.file}: valid ({exporters} exporter{'s' if exporters != 1 else ''}; "
+        f"policy version {policy.version} from {store.source_name})"
+    )
+    return EXIT_OK
+
+
+def _config_print(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .config import load_config, redacted, unknown_env_variables
+
+    config = load_config(args.file)
+    for warning in unknown_env_variables(config):
+        print(f"lipservice-proxy: warning: {warning}", file=sys.stderr)
+    layers = ["defaults", *([str(args.file)] if args.file else []), "LIPSERVICE_* overrides"]
+    print(f"# the effective config: {' + '.join(layers)}; secrets redacted")
+    print(yaml.safe_dump(redacted(config.model_dump(mode="json")), sort_keys=False, width=110), end="")
     return EXIT_OK
 
 
@@ -180,15 +230,19 @@ def _analyze(args: argparse.Namespace) -> int:
         raise InputError(f"{args.file}: {result.message or 'no policy could be proposed'}")
     if args.output is None:
         print(dump_policy(result.policy), end="")
+    fallback = " (the LLM gave no usable answer)" if result.outcome == "fallback" else ""
     summary = (
         f"analyze: {result.records} records, {len(result.policy.patterns)} pattern rules, "
-        f"{result.families} families ({result.noise} singletons), by {result.policy.generated_by} "
-        f"({result.outcome}), refining {source}"
+        f"{result.families} families ({result.noise} singletons), by {result.policy.generated_by}"
+        f"{fallback}, refining {source}"
     )
     if args.output is not None:
         state = "wrote" if result.written else "unchanged, not written:"
         summary += f"; {state} version {result.policy.version} to {args.output}"
-    print(summary, file=sys.stderr)
+    guardrails = [
+        line for line in (result.policy.reasoning or "").splitlines() if line.startswith("Guardrails:")
+    ]
+    print("\n".join([summary, *guardrails[-1:]]), file=sys.stderr)
     return EXIT_OK if result.outcome != "error" else EXIT_FAILURE
 
 
@@ -285,6 +339,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--always-keep", default="ERROR", choices=SEVERITY_NAMES, help="always_keep_min_severity"
     )
     analyze.set_defaults(handler=_analyze)
+
+    config_command = commands.add_parser("config", help="config file tools")
+    config_commands = config_command.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    config_validate = config_commands.add_parser(
+        "validate", help="check a config file (with LIPSERVICE_* overrides) as `run` does; exit 0 or 2"
+    )
+    config_validate.add_argument("file", type=Path)
+    config_validate.set_defaults(handler=_config_validate)
+    config_print = config_commands.add_parser(
+        "print",
+        help="print the effective config: defaults, the file, LIPSERVICE_* overrides; secrets redacted",
+    )
+    config_print.add_argument(
+        "file", type=Path, nargs="?", help="config file (YAML); the defaults without one"
+    )
+    config_print.set_defaults(handler=_config_print)
 
     policy = commands.add_parser("policy", help="policy file tools")
     policy_commands = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")

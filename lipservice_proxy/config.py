@@ -447,10 +447,22 @@ def _format_location(loc: tuple[int | str, ...]) -> str:
     return "".join(parts) or "(top level)"
 
 
-def format_validation_error(error: ValidationError, source: str) -> str:
+def _within(where: str, key: str) -> bool:
+    return where == key or where.startswith((key + ".", key + "["))
+
+
+def format_validation_error(
+    error: ValidationError, source: str, env_keys: Mapping[str, str] | None = None
+) -> str:
+    """One line per problem, naming the key (and `env_keys`' variable, key -> name, when one set it)."""
     lines = []
     for detail in error.errors():
         where = _format_location(tuple(detail["loc"]))
+        variables = [
+            name for key, name in (env_keys or {}).items() if _within(key, where) or _within(where, key)
+        ]
+        if variables:
+            where += f" (from {', '.join(variables)})"
         message = detail["msg"].removeprefix("Value error, ")
         if detail["type"] == "extra_forbidden":
             message = "unknown key"
@@ -488,14 +500,21 @@ def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
         node[last] = value
 
 
-def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """Apply LIPSERVICE_<SECTION>__<KEY>[__<KEY>...] overrides; values are parsed as YAML scalars."""
+def _env_override_paths(environ: Mapping[str, str]) -> dict[str, list[str]]:
+    """The LIPSERVICE_<SECTION>__<KEY>[__<KEY>...] variables that are overrides, with their key paths."""
+    overrides = {}
     for name in sorted(environ):
         if not name.startswith(ENV_PREFIX):
             continue
         path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
-        if path[0] not in SECTIONS or any(not part for part in path):
-            continue  # e.g. LIPSERVICE_TOKEN, which is a secret, not an override
+        if path[0] in SECTIONS and all(path):
+            overrides[name] = path
+    return overrides
+
+
+def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Apply LIPSERVICE_<SECTION>__<KEY>[__<KEY>...] overrides; values are parsed as YAML scalars."""
+    for name, path in _env_override_paths(environ).items():
         text = environ[name]
         try:
             value = yaml.safe_load(text) if text.strip() else text
@@ -503,6 +522,30 @@ def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict
             value = text
         _set_path(raw, path, value)
     return raw
+
+
+def _env_sourced_keys(config: ProxyConfig) -> set[str]:
+    """The environment variables the config names as the source of a secret (tokens, API keys)."""
+    auths = [config.receivers.auth, config.admin.auth, config.fleet.auth]
+    names = {auth.bearer_token_env for auth in auths if auth is not None and auth.bearer_token_env}
+    if config.analysis.llm is not None:
+        names.add(config.analysis.llm.api_key_env)
+    names.update(e.api_key_env for e in config.exporters if isinstance(e, PosthogExporterConfig))
+    return names
+
+
+def unknown_env_variables(config: ProxyConfig, environ: Mapping[str, str] | None = None) -> list[str]:
+    """One warning per LIPSERVICE_* variable that is neither an override nor named by the config as a
+    secret's source: most likely a misspelt override (LIPSERVICE_SAMPLR__DRY_RUN), which would
+    otherwise be ignored without a word."""
+    environ = os.environ if environ is None else environ
+    known = set(_env_override_paths(environ)) | _env_sourced_keys(config)
+    return [
+        f"environment variable {name} is ignored: it is no config override "
+        f"(LIPSERVICE_<SECTION>__<KEY>, sections: {', '.join(SECTIONS)}) and no *_env key names it"
+        for name in sorted(environ)
+        if name.startswith(ENV_PREFIX) and name not in known
+    ]
 
 
 def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None) -> ProxyConfig:
@@ -532,7 +575,35 @@ def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str] 
     try:
         return ProxyConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+        env_keys = {
+            _format_location(tuple(int(p) if p.isdigit() else p for p in path)): name
+            for name, path in _env_override_paths(environ).items()
+        }
+        raise ConfigError(format_validation_error(exc, source, env_keys)) from None
+
+
+REDACTED = "<redacted>"
+# Keys whose values are secrets themselves (a *_env or *_file key only names where one is).
+_SECRET_KEY = re.compile(r"(token|secret|password|api_key|apikey)$", re.I)
+
+
+def redacted(value: Any, key: str = "") -> Any:
+    """A dumped config (`ProxyConfig.model_dump(mode="json")`) with its secrets replaced: every header
+    value, any key named like a token, secret, password or API key, and the credentials in a URL."""
+    if isinstance(value, dict):
+        if key == "headers":
+            return {name: REDACTED for name in value}
+        return {name: redacted(item, str(name)) for name, item in value.items()}
+    if isinstance(value, list):
+        return [redacted(item, key) for item in value]
+    if isinstance(value, str) and value and _SECRET_KEY.search(key):
+        return REDACTED
+    if isinstance(value, str) and "://" in value and "@" in value:
+        scheme, _, rest = value.partition("://")
+        userinfo, at, host = rest.partition("@")
+        if at and "/" not in userinfo:
+            return f"{scheme}://{REDACTED}@{host}"
+    return value
 
 
 def host_port(endpoint: str) -> tuple[str, int]:

@@ -39,7 +39,7 @@ from .receivers.http import HttpReceiver
 from .receivers.passthrough import Passthrough
 from .sampling.policy import Policy
 from .sampling.sampler import Sampler
-from .sampling.store import PolicyStore
+from .sampling.store import PolicyStore, missing_policy_file
 from .telemetry import Telemetry
 from .timeline import Timeline
 
@@ -72,6 +72,8 @@ class Proxy:
             policy_paths.append(config.analysis.policy_file)
         self.policy_store = PolicyStore(policy_paths, Policy(), telemetry)  # model defaults = built-in policy
         policy = self.policy_store.load_initial()
+        if warning := missing_policy_file(config.sampler.policy_file, self.policy_store.source_name):
+            log.warning(warning)
 
         self.engine = self._load_engine()
         self.sampler = Sampler(
@@ -240,6 +242,8 @@ class Proxy:
                 (self.config.analysis.policy_file or self.config.sampler.policy_file).parent / "history"
             ),
         }
+        if warning := missing_policy_file(self.config.sampler.policy_file, self.policy_store.source_name):
+            view["warnings"] = [warning]
         if self.fleet is not None:
             view["fleet"] = self.fleet.status()
         return view

@@ -30,6 +30,7 @@ table{border-collapse:collapse;background:#fff;border:1px solid #e3e6eb}
 th,td{padding:4px 8px;border-bottom:1px solid #eef0f3;text-align:left;vertical-align:top}
 th{background:#f3f5f8;font-weight:600} td.n{text-align:right;font-variant-numeric:tabular-nums}
 code{font:12px ui-monospace,monospace;word-break:break-all} .anomaly{color:#b42318;font-weight:600}
+.warning{background:#fff4e5;border:1px solid #f0b35b;border-radius:6px;padding:8px 14px;margin:12px 0}
 .legend span{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px;vertical-align:middle}
 """
 
@@ -119,6 +120,11 @@ def _tiles(totals: Bucket) -> str:
     return f'<div class="tiles">{cells}</div>'
 
 
+def _warnings(policy_view: Mapping[str, Any]) -> str:
+    """What the operator should fix (a policy file that does not exist), above everything else."""
+    return "".join(f"<p class='warning'>&#9888; {_e(text)}</p>" for text in policy_view.get("warnings", []))
+
+
 def _policy_section(policy_view: Mapping[str, Any]) -> str:
     current: Mapping[str, Any] = policy_view.get("current", {})
     rates = current.get("severity_rates", {})
@@ -204,6 +210,7 @@ def render_status_page(
         f"<div class='muted'>{_e(state)} &middot; {_e(stamp)} &middot; "
         "<a href='/metrics'>metrics</a> &middot; <a href='/api/v1/patterns'>patterns (JSON)</a> &middot; "
         "<a href='/api/v1/policy'>policy (JSON)</a></div>"
+        f"{_warnings(policy_view)}"
         f"<h2>Last {_duration(len(points) * step)}</h2>{_tiles(totals)}"
         f"{chart_svg(points, step)}"
         f"<div class='legend muted'><span style='background:{_KEPT_COLOUR}'></span>kept"

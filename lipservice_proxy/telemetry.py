@@ -70,7 +70,8 @@ class TopN:
 
 
 class Telemetry:
-    """The proxy's metrics. Names and labels are a contract (DESIGN.md, the Helm dashboard)."""
+    """The proxy's metrics. Names and labels are a contract (README.md's metrics list, the Helm
+    dashboard and alert rules)."""
 
     def __init__(self, *, max_services: int = 100, max_patterns: int = 200) -> None:
         self.registry = CollectorRegistry(auto_describe=True)

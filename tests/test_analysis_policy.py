@@ -143,7 +143,7 @@ def test_guardrails_hold_against_a_hostile_candidate() -> None:
     assert policy.anomaly_boost == current_policy().anomaly_boost
     assert (policy.version, policy.generated_by, policy.generated_at) == (8, "llm:evil", NOW)
     assert "1 unknown pattern ids ignored" in (policy.reasoning or "")
-    assert "2 ERROR/FATAL rates kept at 1.0" in (policy.reasoning or "")
+    assert "ERROR and FATAL at 1.0 (2 proposals to lower them ignored)" in (policy.reasoning or "")
 
 
 def test_rates_never_fall_below_min_rate_over_many_refreshes() -> None:

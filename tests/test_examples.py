@@ -111,6 +111,16 @@ def test_the_example_app_logs_arrive_sampled_at_the_sink(
                 process.kill()
                 process.wait(10)
 
+    output = (tmp_path / "app.log").read_text()
+    for trouble in ("detected recursive logging", "Queue full", "Invalid type"):
+        assert trouble not in output, output[-3000:]
+    if service == "django-shop":  # Django's own record of each 502, its request object sent as text
+        failures = [e for e in sink.sink.log_records() if e.scope.name == "django.request"]
+        assert len(failures) == PAYMENTS // 10
+        attributes = {a.key: a.value for a in failures[0].record.attributes}
+        assert attributes["request"].string_value.startswith("<WSGIRequest: POST '/orders/")
+        assert attributes["status_code"].int_value == 502
+
     records = shop_records(sink, service)
     by_severity: dict[str, list[LogEntry]] = {}
     for entry in records:
@@ -120,3 +130,74 @@ def test_the_example_app_logs_arrive_sampled_at_the_sink(
     assert abs(sum(weight(e) for e in infos) - ORDERS) <= 5  # each kept record stands for 1/rate of them
     assert all(weight(e) == 1.0 for e in by_severity["ERROR"])
     assert "DEBUG" not in by_severity or len(by_severity["DEBUG"]) < 10
+
+
+# ---- a burst while the proxy is not up yet: the SDK's batch queue must hold it ----
+
+BURST = 20_000
+BURST_APP = """
+import logging, sys
+sys.path.insert(0, sys.argv[1])
+from otel_logging import send_logs_to_otlp
+
+provider = send_logs_to_otlp("burst-app")
+log = logging.getLogger("shop")
+for i in range(int(sys.argv[2])):
+    log.info("imported product %d", i)
+print("emitted", flush=True)
+sys.stdin.read()  # until the test says the proxy is up
+provider.shutdown()  # flushes what the queue holds
+"""
+
+
+def run_burst_before_the_proxy_is_up(tmp_path: Path, environ: dict[str, str]) -> tuple[float, str]:
+    """An app that logs BURST records at start, while its proxy is not listening yet (a sidecar that
+    starts after the application); then the proxy comes up. Returns the records the proxy received and
+    what the app printed."""
+    (tmp_path / "burst_app.py").write_text(BURST_APP)
+    with socket.socket() as reserved:  # the proxy's port, refusing connections until it starts
+        reserved.bind(("127.0.0.1", 0))
+        port = reserved.getsockname()[1]
+        environment = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
+        environment |= {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}", **environ}
+        process = subprocess.Popen(
+            [sys.executable, str(tmp_path / "burst_app.py"), str(EXAMPLES), str(BURST)],
+            env=environment,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert process.stdout is not None and process.stdin is not None
+        try:
+            output: list[str] = []
+            while "emitted\n" not in output and len(output) < 1000:  # the SDK may log retries meanwhile
+                output.append(process.stdout.readline())
+                assert output[-1], f"the app exited: {output}"
+        except BaseException:
+            process.kill()
+            raise
+    config = {
+        "receivers": {"grpc": {"endpoint": f"127.0.0.1:{port}"}},
+        "exporters": [{"type": "debug", "stream": "stderr"}],
+    }
+    with ProxyThread(config) as proxy:
+        process.stdin.close()
+        output.append(process.stdout.read())
+        process.wait(60)
+        received = proxy.metric(
+            "lipservice_log_records_received_total", {"service": "burst-app", "severity": "INFO"}
+        )
+    return received, "".join(output)
+
+
+def test_a_burst_before_the_proxy_is_up_reaches_it_whole(tmp_path: Path) -> None:
+    received, output = run_burst_before_the_proxy_is_up(tmp_path, {})
+    assert "Queue full" not in output and "recursive logging" not in output, output[-2000:]
+    assert received == BURST
+
+
+def test_with_the_sdks_default_queue_the_same_burst_is_cut_before_the_proxy(tmp_path: Path) -> None:
+    received, output = run_burst_before_the_proxy_is_up(tmp_path, {"OTEL_BLRP_MAX_QUEUE_SIZE": "2048"})
+    assert "Queue full, dropping Log." in output  # on stderr, not swallowed by the handler
+    assert received <= 2048 + 1024  # the queue, and at most the batch the exporter held while retrying

@@ -33,6 +33,7 @@ from tests.support.helm import (
     example_app_chart,
     helm,
     overlay,
+    proxy_container,
     render,
 )
 
@@ -292,6 +293,9 @@ def test_every_referenced_configmap_secret_and_claim_exists_or_is_declared_exter
     rendering = renderings[case]
     external = {rendering.values["policy"]["existingConfigMap"]} - {""}
     external |= {ref["secretName"] for ref in rendering.values["secrets"].values()} - {""}
+    external |= {
+        v["configMap"]["name"] for v in rendering.values["extraVolumes"] if "configMap" in v
+    }  # the user's
     for volume in rendering.pod()["spec"]["volumes"]:
         for kind, key in (("ConfigMap", "configMap"), ("PersistentVolumeClaim", "persistentVolumeClaim")):
             if key in volume:
@@ -613,3 +617,84 @@ _UNITS = {
 def _mebibytes(quantity: str) -> float:
     number, unit = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(quantity)).groups()  # type: ignore[union-attr]
     return float(number) * _UNITS[unit] / 2**20
+
+
+# ---- what users of the Collector's chart expect: extra volumes, env, containers, pod settings ----
+
+
+def _pods(rendering: Rendering) -> list[dict[str, Any]]:
+    return [doc for doc in rendering.documents if doc["kind"] in ("DaemonSet", "Deployment")]
+
+
+def test_extra_volumes_mounts_env_from_and_containers_reach_the_pods(
+    renderings: dict[str, Rendering],
+) -> None:
+    rendering = renderings["gateway-tls-extras"]
+    pod = rendering.pod()["spec"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert volumes["receiver-tls"] == {
+        "name": "receiver-tls",
+        "secret": {"secretName": "lipservice-receiver-tls"},
+    }
+    mounts = {mount["name"]: mount["mountPath"] for mount in rendering.container()["volumeMounts"]}
+    assert mounts["receiver-tls"] == "/etc/lipservice/tls"
+    assert mounts["upstream-ca"] == "/etc/lipservice/upstream-ca"
+    # the files the config names are on those mounts: the TLS features work on Kubernetes
+    config = yaml.safe_load(rendering.config_text())
+    for path in (config["receivers"]["tls"]["cert_file"], config["exporters"][0]["tls"]["ca_file"]):
+        assert any(path.startswith(mount + "/") for mount in mounts.values()), path
+    assert rendering.container()["envFrom"] == [
+        {"secretRef": {"name": "lipservice-overrides"}},
+        {"configMapRef": {"name": "lipservice-settings", "optional": True}},
+    ]
+    assert [c["name"] for c in pod["containers"]] == ["lipservice-proxy", "shipper"]
+    assert rendering.pod()["metadata"]["labels"]["team"] == "observability"
+    assert pod["dnsPolicy"] == "ClusterFirst" and "hostNetwork" not in pod
+    assert rendering.workload()["spec"]["revisionHistoryLimit"] == 3
+
+
+def test_host_network_resolves_cluster_names_and_the_analyzer_gets_the_extra_mounts(
+    renderings: dict[str, Rendering],
+) -> None:
+    rendering = renderings["daemonset-hostnetwork"]
+    pod = rendering.pod()["spec"]
+    assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    analyzer = rendering.analyzer()
+    assert "hostNetwork" not in analyzer["spec"]["template"]["spec"]  # it serves the fleet through a Service
+    assert {v["name"] for v in analyzer["spec"]["template"]["spec"]["volumes"]} >= {"upstream-ca"}
+    assert {m["name"] for m in rendering.analyzer_container()["volumeMounts"]} >= {"upstream-ca"}
+    assert [doc["spec"]["revisionHistoryLimit"] for doc in _pods(rendering)] == [5, 5]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_defaults_keep_kubernetes_defaults_for_the_new_pod_settings(
+    renderings: dict[str, Rendering], case: str
+) -> None:
+    rendering = renderings[case]
+    for doc in _pods(rendering):
+        if rendering.mode != "sidecar":
+            assert doc["spec"]["revisionHistoryLimit"] == rendering.values["revisionHistoryLimit"]
+    if not rendering.values["hostNetwork"] and not rendering.values["dnsPolicy"]:
+        assert "dnsPolicy" not in rendering.pod()["spec"] and "hostNetwork" not in rendering.pod()["spec"]
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_an_existing_configmap_replaces_the_rendered_config(chart: helm.Chart, version: str) -> None:
+    values = {"mode": "gateway", "configMap": {"existingName": "my-proxy-config", "key": "proxy.yaml"}}
+    documents, _ = render(chart, values)
+    maps = [doc for doc in documents if doc["kind"] == "ConfigMap"]
+    assert not any(
+        "config.yaml" in doc.get("data", {}) or "proxy.yaml" in doc.get("data", {}) for doc in maps
+    )
+    (workload,) = [doc for doc in documents if doc["kind"] == "Deployment"]
+    pod = workload["spec"]["template"]
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "lipservice-config"]
+    assert volume["configMap"]["name"] == "my-proxy-config"
+    container = proxy_container(workload)
+    assert container is not None
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "lipservice-config"]
+    assert mount["subPath"] == "proxy.yaml" and container["args"][:2] == ["-c", mount["mountPath"]]
+    assert "checksum/config" not in pod["metadata"]["annotations"]  # not the chart's to hash
+    for doc in documents:
+        if doc["kind"] not in MONITORING_SCHEMAS:
+            kubernetes_validate.validate(doc, version, strict=True)

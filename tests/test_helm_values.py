@@ -38,6 +38,14 @@ BAD_VALUES = [
     ({"analyzer": {"port": 0}}, "/analyzer/port"),
     ({"analyzer": {"replicas": 2}}, "replicas"),
     ({"secrets": {"fleetToken": {"name": "fleet"}}}, "/secrets/fleetToken"),
+    ({"extraVolumes": [{"secret": {"secretName": "tls"}}]}, "/extraVolumes/0"),
+    ({"extraVolumeMounts": [{"name": "tls"}]}, "/extraVolumeMounts/0"),
+    ({"extraContainers": [{"image": "x"}]}, "/extraContainers/0"),
+    ({"extraEnvFrom": {"secretRef": {"name": "s"}}}, "/extraEnvFrom"),
+    ({"hostNetwork": "yes"}, "/hostNetwork"),
+    ({"dnsPolicy": "Cluster"}, "/dnsPolicy"),
+    ({"revisionHistoryLimit": -1}, "/revisionHistoryLimit"),
+    ({"configMap": {"existingName": "mine", "key": "a/b"}}, "/configMap/key"),
 ]
 
 
@@ -110,6 +118,11 @@ BAD_COMBINATIONS = [
         {"analyzer": {"enabled": True}, "config": {"fleet": {"analyzer": "elsewhere:4320"}}},
         "config.fleet.analyzer is set by the chart",
     ),
+    (
+        {"mode": "sidecar", "extraContainers": [{"name": "x", "image": "x"}]},
+        "in sidecar mode the pod is your application's",
+    ),
+    ({"mode": "sidecar", "hostNetwork": True}, "in sidecar mode the pod is your application's"),
 ]
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 from lipservice_proxy.errors import PolicyError
+from lipservice_proxy.patterns.model import pattern_id
 from lipservice_proxy.sampling.policy import (
     Policy,
     dump_policy,
@@ -21,34 +23,25 @@ from lipservice_proxy.telemetry import Telemetry
 
 REPO = Path(__file__).resolve().parents[1]
 
-DESIGN_EXAMPLE = """
-version: 7
-generated_by: llm:gpt-4o-mini
-generated_at: 2026-11-22T10:00:00Z
-reasoning: "health checks are 61% of volume ..."
-severity_rates: {TRACE: 0.01, DEBUG: 0.05, INFO: 0.2, WARN: 0.5, ERROR: 1.0, FATAL: 1.0}
-patterns:
-  - {id: "7f3a9c12", template: "GET /health <*>", rate: 0.01, reason: "liveness probe"}
-exemptions:
-  - {attribute: "audit", equals: "true"}
-first_per_window: {count: 1, window: 1m}
-max_per_pattern_per_second: null
-anomaly_boost: {rate: 1.0, duration: 10m}
-services: {checkout: {severity_rates: {INFO: 0.5}}}
-"""
+# the example of README.md's "The policy file", as a reader copies it
+README_EXAMPLE = re.search(
+    r"## The policy file.*?```yaml\n(.*?)```", (REPO / "README.md").read_text(encoding="utf-8"), re.S
+).group(1)  # type: ignore[union-attr]
 
 
-def test_design_example_parses() -> None:
-    policy = parse_policy(DESIGN_EXAMPLE)
+def test_the_readme_example_parses() -> None:
+    policy = parse_policy(README_EXAMPLE)
     assert policy.version == 7
     assert policy.patterns[0].rate == 0.01
+    assert policy.patterns[0].id == pattern_id(str(policy.patterns[0].template))  # a real id: 16 hex digits
+    assert policy.patterns[1].id is None and policy.patterns[1].template  # a rule by template alone
     assert policy.first_per_window.window == 60.0
     assert policy.anomaly_boost.duration == 600.0
     assert policy.services["checkout"].severity_rates == {"INFO": 0.5}
 
 
 def test_dump_round_trips() -> None:
-    policy = parse_policy(DESIGN_EXAMPLE)
+    policy = parse_policy(README_EXAMPLE)
     assert parse_policy(dump_policy(policy)) == policy
 
 
@@ -87,6 +80,11 @@ def test_examples_are_valid() -> None:
         ("severity_rates: {LOUD: 0.5}", "severity_rates.LOUD"),
         ("patterns: [{id: a, rate: 0.1}, {id: a, rate: 0.2}]", "pattern id 'a' appears twice"),
         ("patterns: [{id: 'x y', rate: 0.1}]", "patterns[0].id"),
+        (
+            "patterns: [{rate: 0.1, reason: r}]",
+            "patterns[0]: a pattern rule needs an `id`, a `template` or both",
+        ),
+        ("patterns: [{template: t, rate: 0.1}, {template: t, rate: 0.2}]", "template 't' appears twice"),
         ("exemptions: [{attribute: audit}]", "exactly one of `equals` or `matches`"),
         ("exemptions: [{attribute: a, matches: '(['}]", "not a valid regular expression"),
         ("first_per_window: {window: 0s}", "window must be positive"),

@@ -77,24 +77,38 @@ class Limits:
 
 @dataclass
 class GuardrailReport:
-    """What the guardrails changed, written into the policy's reasoning."""
+    """Which bounds applied and what they changed, written into the policy's reasoning."""
 
+    limits: Limits
     unknown_ids: int = 0
     limited: int = 0
     held_by_boost: int = 0
     protected_ignored: int = 0
+    unbounded_first_rules: int = 0  # offline: first rules only clamped, no change bound
 
     def summary(self) -> str:
-        parts = []
+        limits = self.limits
+        parts = [
+            "ERROR and FATAL at 1.0"
+            + (
+                f" ({self.protected_ignored} proposals to lower them ignored)"
+                if self.protected_ignored
+                else ""
+            ),
+            f"every rate in [{limits.min_rate:g}, 1]",
+            f"a rate moves by at most x{limits.max_change_factor:g} per refresh",
+        ]
+        if self.unbounded_first_rules:
+            parts[-1] += (
+                f" (not applied to {self.unbounded_first_rules} patterns' first rules: offline, no rate in"
+                " force for them to jolt, so they may move further from their severity's rate)"
+            )
+        parts.append(f"{self.limited or 'no'} proposed rates limited by them")
         if self.unknown_ids:
             parts.append(f"{self.unknown_ids} unknown pattern ids ignored")
-        if self.protected_ignored:
-            parts.append(f"{self.protected_ignored} ERROR/FATAL rates kept at 1.0")
-        if self.limited:
-            parts.append(f"{self.limited} rates limited to the per-refresh change bound or [min_rate, 1]")
         if self.held_by_boost:
             parts.append(f"{self.held_by_boost} boosted patterns not lowered")
-        return "Guardrails: " + ("; ".join(parts) if parts else "no change") + "."
+        return "Guardrails: " + "; ".join(parts) + "."
 
 
 def apply_guardrails(
@@ -108,7 +122,7 @@ def apply_guardrails(
     generated_at: datetime,
 ) -> Policy:
     """The policy to write: the candidate's rates within the limits, everything else from `current`."""
-    report = GuardrailReport()
+    report = GuardrailReport(limits)
     severity_rates: dict[str, float] = {}
     for name in SEVERITY_NAMES:
         now_rate = current.severity_rate(name)
@@ -128,6 +142,7 @@ def apply_guardrails(
             report.unknown_ids += 1
             continue
         bounded = limits.bound(change.rate, pattern.current_rate, has_rule=pattern.has_rule)
+        report.unbounded_first_rules += not pattern.has_rule and not limits.bound_first_rules
         rate = _limited(bounded, change.rate, report)
         if pattern_id in boosted and rate < pattern.current_rate:
             rate = pattern.current_rate

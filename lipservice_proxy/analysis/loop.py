@@ -334,6 +334,6 @@ class AnalysisLoop:
 
 
 def _same_rates(new: Policy, old: Policy) -> bool:
-    return new.severity_rates == old.severity_rates and {r.id: r.rate for r in new.patterns} == {
-        r.id: r.rate for r in old.patterns
-    }
+    return new.severity_rates == old.severity_rates and {
+        (r.id, r.template): r.rate for r in new.patterns
+    } == {(r.id, r.template): r.rate for r in old.patterns}

@@ -64,6 +64,14 @@ def parse_endpoint(endpoint: str, tls: ClientTLS) -> GrpcTarget:
     return GrpcTarget(address=address, secure=secure)
 
 
+def plaintext_hint(endpoint: str, tls: ClientTLS, details: str | None) -> str:
+    """What to add to a failed TLS handshake's error when the endpoint only means TLS by having no
+    scheme: the usual cause is a plaintext upstream written as a bare host:port."""
+    if "://" in endpoint or tls.insecure or "handshake" not in (details or "").lower():
+        return ""
+    return f" (a bare host:port endpoint means TLS: write http://{endpoint.strip()} for a plaintext upstream)"
+
+
 def _read(path: Path | None, what: str) -> bytes | None:
     if path is None:
         return None

@@ -19,7 +19,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from ..config import OtlpGrpcExporterConfig
 from ..errors import ConfigError, ExportError, PermanentExportError, RetryableExportError
 from .base import UNREADABLE_RESPONSE, ExportResult, LogExporter, partial_success_result
-from .grpc_channel import open_channel
+from .grpc_channel import open_channel, plaintext_hint
 
 LOGS_EXPORT_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -100,7 +100,9 @@ class OtlpGrpcExporter(LogExporter):
         try:
             response = await self._call(payload, timeout=self._config.timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
-            raise classify_rpc_error(exc.code(), exc.details(), exc.trailing_metadata()) from None
+            details = exc.details()
+            details = details and details + plaintext_hint(self._config.endpoint, self._config.tls, details)
+            raise classify_rpc_error(exc.code(), details, exc.trailing_metadata()) from None
         try:
             parsed = ExportLogsServiceResponse.FromString(response)
         except DecodeError:

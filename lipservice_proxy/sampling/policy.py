@@ -37,12 +37,26 @@ def _normalise_severity_keys(value: Any) -> Any:
 
 
 class PatternRule(PolicyModel):
-    """A keep probability for one pattern, found by id (or, when the id is unknown, by template)."""
+    """A keep probability for one pattern, found by id (or, when the id is unknown, by template). A rule
+    may give the template alone, as a person writes it from `lipservice-proxy patterns` output: it
+    applies to whichever id that template has when the sampler meets it."""
 
-    id: str = Field(min_length=1, max_length=64, pattern=r"^[0-9a-zA-Z_-]+$")
-    template: str | None = Field(None, max_length=4096)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={"anyOf": [{"required": ["id"]}, {"required": ["template"]}]},
+    )
+
+    id: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[0-9a-zA-Z_-]+$")
+    template: str | None = Field(None, min_length=1, max_length=4096)
     rate: Rate
     reason: str | None = Field(None, max_length=1000)
+
+    @model_validator(mode="after")
+    def _named(self) -> PatternRule:
+        if self.id is None and self.template is None:
+            raise ValueError("a pattern rule needs an `id`, a `template` or both")
+        return self
 
 
 class Exemption(PolicyModel):
@@ -150,11 +164,17 @@ class Policy(PolicyModel):
 
     @model_validator(mode="after")
     def _invariants(self) -> Policy:
-        seen: set[str] = set()
+        ids: set[str] = set()
+        templates: set[str] = set()
         for rule in self.patterns:
-            if rule.id in seen:
-                raise ValueError(f"pattern id {rule.id!r} appears twice")
-            seen.add(rule.id)
+            if rule.id is not None:
+                if rule.id in ids:
+                    raise ValueError(f"pattern id {rule.id!r} appears twice")
+                ids.add(rule.id)
+            elif rule.template in templates:  # by template alone: the same template twice is ambiguous
+                raise ValueError(f"pattern template {rule.template!r} appears twice without an id")
+            else:
+                templates.add(str(rule.template))
         return self
 
     def severity_rate(self, severity: str) -> float:

@@ -16,7 +16,7 @@ from .severity import ERROR
 
 class _RuleIndex:
     def __init__(self, rules: list[PatternRule]) -> None:
-        self.by_id = {rule.id: rule for rule in rules}
+        self.by_id = {rule.id: rule for rule in rules if rule.id is not None}
         self.by_template = {rule.template: rule for rule in rules if rule.template}
 
     def find(self, pattern_id: str, template: str) -> PatternRule | None:

@@ -39,6 +39,15 @@ class _Source:
     policy: Policy | None = None
 
 
+def missing_policy_file(path: Path, in_force: str) -> str | None:
+    """The warning for an operator's policy file that does not exist (None when it does): the proxy
+    runs on without it, so the operator must hear of it at start and on the status page."""
+    if path.exists():
+        return None
+    where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+    return f"sampler.policy_file {str(path)!r} does not exist{where}: the policy in force is {in_force}"
+
+
 class PolicyStore:
     def __init__(self, paths: list[Path], fallback: Policy, telemetry: Telemetry | None = None) -> None:
         unique = list(dict.fromkeys(paths))
@@ -51,6 +60,11 @@ class PolicyStore:
         self.source: Path | str | None = None
         if telemetry is not None:
             telemetry.policy_version.set(fallback.version)
+
+    @property
+    def source_name(self) -> str:
+        """Where the policy in force came from, for people: a file, the analyzer, or the built-in default."""
+        return str(self.source) if self.source else "the built-in default"
 
     def subscribe(self, listener: Callable[[Policy], None]) -> None:
         self._listeners.append(listener)

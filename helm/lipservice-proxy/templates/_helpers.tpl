@@ -76,7 +76,7 @@ lipservice-proxy/metrics: "true"
 {{- end -}}
 
 {{- define "lipservice-proxy.configMapName" -}}
-{{- printf "%s-config" (include "lipservice-proxy.fullname" .) -}}
+{{- default (printf "%s-config" (include "lipservice-proxy.fullname" .)) .Values.configMap.existingName -}}
 {{- end -}}
 
 {{- define "lipservice-proxy.policyConfigMapName" -}}
@@ -117,9 +117,12 @@ offending text on anything else, rather than sizing a limit from a misread numbe
 {{- end -}}
 
 {{/* Pod annotations: a config checksum (a config change rolls the pods; a policy change does not,
-it is reloaded in place) and the Prometheus scrape annotations. */}}
+it is reloaded in place; a ConfigMap of your own is not the chart's to hash) and the Prometheus
+scrape annotations. */}}
 {{- define "lipservice-proxy.podAnnotations" -}}
+{{- if not .Values.configMap.existingName }}
 checksum/config: {{ include "lipservice-proxy.configFile" . | sha256sum }}
+{{- end }}
 {{- if .Values.metrics.scrapeAnnotations }}
 prometheus.io/scrape: "true"
 prometheus.io/port: {{ .Values.ports.admin | quote }}

@@ -28,7 +28,7 @@ LIPSERVICE_TOKEN OPENAI_API_KEY POSTHOG_API_KEY
 {{- end -}}
 {{- end -}}
 
-{{/* The env of a container: the Secrets among `names`, then extraEnv. Call as secretEnv. */}}
+{{/* The env of a container: the Secrets among `names`, then extraEnv; and extraEnvFrom. Call as secretEnv. */}}
 {{- define "lipservice-proxy.env" -}}
 {{- $env := include "lipservice-proxy.secretEnv" . | trim }}
 {{- if or $env .root.Values.extraEnv }}
@@ -39,6 +39,10 @@ env:
   {{- with .root.Values.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
+{{- end }}
+{{- with .root.Values.extraEnvFrom }}
+envFrom:
+  {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
 
@@ -60,7 +64,7 @@ volumeMounts:
   {{- /* subPath is fine for the config: it is read once at start, and a change rolls the pods. */}}
   - name: lipservice-config
     mountPath: {{ include "lipservice-proxy.configPath" . }}
-    subPath: config.yaml
+    subPath: {{ .Values.configMap.key }}
     readOnly: true
   {{- /* The policy directory is mounted whole: a ConfigMap update swaps its ..data symlink and the
   proxy reloads; a subPath mount would never see the change. */}}
@@ -71,6 +75,9 @@ volumeMounts:
     mountPath: {{ include "lipservice-proxy.dataDir" . }}
   - name: lipservice-tmp
     mountPath: /tmp
+  {{- with .Values.extraVolumeMounts }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 {{- end -}}
 
 {{- define "lipservice-proxy.container" -}}
@@ -116,7 +123,7 @@ volumeMounts:
   {{- end }}
 {{- end -}}
 
-{{/* The volumes every pod of the chart mounts besides its data volume. */}}
+{{/* The volumes every pod of the chart mounts besides its data volume (extraVolumes included). */}}
 {{- define "lipservice-proxy.configVolumes" -}}
 - name: lipservice-config
   configMap:
@@ -130,6 +137,9 @@ volumeMounts:
 - name: lipservice-tmp
   emptyDir:
     sizeLimit: 64Mi
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{/*
@@ -146,6 +156,12 @@ imagePullSecrets:
 securityContext:
   {{- toYaml .Values.podSecurityContext | nindent 2 }}
 terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}
+{{- if .Values.hostNetwork }}
+hostNetwork: true
+{{- end }}
+{{- with .Values.dnsPolicy | default (ternary "ClusterFirstWithHostNet" "" .Values.hostNetwork) }}
+dnsPolicy: {{ . }}
+{{- end }}
 {{- with $modeValues.priorityClassName }}
 priorityClassName: {{ . }}
 {{- end }}
@@ -163,6 +179,9 @@ tolerations:
 {{- end }}
 containers:
   {{- include "lipservice-proxy.container" . | nindent 2 }}
+  {{- with .Values.extraContainers }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 volumes:
   {{- include "lipservice-proxy.volumes" . | nindent 2 }}
 {{- end -}}

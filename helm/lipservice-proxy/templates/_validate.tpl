@@ -69,6 +69,10 @@ instead of installing something that would lose data or never become ready.
 {{- fail "lipservice-proxy: metrics.serviceMonitor needs a Service, which sidecar mode has none of; scrape sidecars through metrics.scrapeAnnotations (or a PodMonitor of your own)" -}}
 {{- end -}}
 
+{{- if and (eq $mode "sidecar") (or .Values.extraContainers .Values.hostNetwork .Values.dnsPolicy) -}}
+{{- fail "lipservice-proxy: extraContainers, hostNetwork and dnsPolicy shape the DaemonSet's or gateway's pods; in sidecar mode the pod is your application's, so set them there" -}}
+{{- end -}}
+
 {{- if and .Values.analyzer.enabled (eq $mode "sidecar") -}}
 {{- fail "lipservice-proxy: analyzer.enabled (fleet mode) needs mode=daemonset or mode=gateway; a sidecar keeps its own analysis" -}}
 {{- end -}}
