@@ -16,22 +16,38 @@ from lipservice_proxy.patterns.template import STABLE_AFTER
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_a_young_template_generalises_and_the_old_id_resolves_to_it() -> None:
+def test_a_young_template_generalises_and_keeps_its_id() -> None:
     engine = PatternEngine()
     first = engine.add("User alice logged in from 10.0.0.7:51432")
     assert first.template == "User alice logged in from <IP>"
     second = engine.add("User bob logged in from 10.0.0.9:40000")
     assert second.template == "User <*> logged in from <IP>"
-    assert second.id != first.id
+    assert second.id == first.id
     assert engine.resolve(first.id) is second
     assert engine.add("User carol logged in from 10.1.1.1") is second
+    assert engine.stats().pattern_merges == 0
 
 
-def test_ids_are_the_hash_of_the_template_text_only() -> None:
-    pattern = PatternEngine().add("disk full on /dev/sda1 after 5 ms")
+def test_an_id_is_minted_from_the_first_text_and_never_changes() -> None:
+    engine = PatternEngine()
+    pattern = engine.add("disk full on /dev/sda1 after 5 ms")
     assert pattern.template == "disk full on <PATH> after <DURATION>"
     assert pattern.id == xxhash.xxh3_64_hexdigest(pattern.template.encode())
     assert len(pattern.id) == 16 and pattern.id == pattern.id.lower()
+    widened = engine.add("disk busy on /dev/sda1 after 5 ms")
+    assert widened.template == "disk <*> on <PATH> after <DURATION>"
+    assert widened.id == pattern.id
+
+
+def test_merged_variants_resolve_to_the_survivor_and_are_counted() -> None:
+    engine = PatternEngine()
+    ids = _stable_then(engine, ["done", "failed", "killed", "lost", "paused"])
+    survivor = engine.resolve(ids[0])
+    assert survivor is not None
+    assert survivor.template == "job <NUM> finished with state <*> after <NUM> retries"
+    assert {engine.resolve(i) for i in ids} == {survivor}
+    merged = [i for i in ids if i != survivor.id]
+    assert merged and engine.stats().pattern_merges >= len(set(merged))
 
 
 def test_a_word_that_stayed_constant_splits_off_a_variant_instead_of_becoming_a_wildcard() -> None:

@@ -213,6 +213,7 @@ class PatternEngine:
             cache_entries=len(self._shapes) + len(self._runs),
             template_evictions=self._miner.evictions,
             cache_evictions=self._shapes.evictions + self._runs.evictions,
+            pattern_merges=self._miner.merges,
         )
 
     def save(self, path: str | os.PathLike[str]) -> None:

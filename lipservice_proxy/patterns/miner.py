@@ -30,8 +30,11 @@ Templates are bounded by `max_templates`. Eviction is CLOCK (second chance), an 
 least-recently-used whose cost on a hit is one counter increment: a template whose line count moved
 since the hand last passed survives one more sweep; one that did not is forgotten.
 
-A template's id is the hash of its text, so it changes when the template generalises or merges. The
-miner keeps a bounded alias map from retired ids to the template that replaced them (`resolve`).
+Ids are minted once, when a template is created: the hash of its first text (see `_mint`). A
+template that generalises keeps its id; only its text changes. When two templates turn out to be one
+statement (variants merging back, or a template that generalised into the text of another), one
+survives and the other is retired into it: a bounded alias map sends the retired id to the survivor
+(`resolve`), and `merges` counts these.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from collections.abc import Iterator
 from typing import Final
 
 from .masking import token_kind
-from .model import Pattern
+from .model import Pattern, pattern_id
 from .template import (
     MIN_SIMILARITY,
     BucketKey,
@@ -62,10 +65,12 @@ class TemplateMiner:
             raise ValueError("max_templates must be at least 1")
         self.max_templates = max_templates
         self.evictions = 0
+        self.merges = 0
         self._serial = 0
         self._buckets: dict[BucketKey, list[Template]] = {}
         self._rests: dict[RestSignature, list[Template]] = {}
         self._by_id: dict[str, Template] = {}
+        self._by_text: dict[str, Template] = {}
         self._clock: OrderedDict[int, Template] = OrderedDict()
         self._aliases: OrderedDict[str, Template] = OrderedDict()
 
@@ -180,19 +185,15 @@ class TemplateMiner:
         return self._retemplate(template) if changed else template
 
     def _retemplate(self, template: Template) -> Template:
-        """Give a changed template its new id and place; fold it into a live twin with that id."""
+        """Give a changed template its new text (its id stays) and place; fold it into a live twin
+        that already has that text."""
         text = " ".join(template.tokens)
         if text == template.pattern.template:
             return template
-        old_id = template.pattern.id
-        if self._by_id.get(old_id) is template:
-            del self._by_id[old_id]
-        self._alias(old_id, template)
         self._unindex(template)
-        pattern = Pattern.of(text)
-        template.pattern = pattern
+        template.pattern = Pattern(template.pattern.id, text)
         template.key = bucket_key(template.tokens, template.kinds)
-        twin = self._by_id.get(pattern.id)
+        twin = self._by_text.get(text)
         if twin is not None and twin is not template:
             twin.size += template.size
             self._retire(template, successor=twin)
@@ -212,21 +213,35 @@ class TemplateMiner:
         return self._serial
 
     def _insert(self, template: Template) -> Template:
-        while len(self._clock) >= self.max_templates:
-            self._evict_one(spare=template.parent)
-        twin = self._by_id.get(template.pattern.id)
+        twin = self._by_text.get(template.pattern.template)
         if twin is not None:
             # a line can rebuild the exact text of a template that lives in another bucket
             twin.size += template.size
             return twin
+        while len(self._clock) >= self.max_templates:
+            self._evict_one(spare=template.parent)
+        template.pattern = self._mint(template.pattern)
         self._clock[template.serial] = template
         self._index(template)
         return template
 
+    def _mint(self, pattern: Pattern) -> Pattern:
+        """The id a new template keeps for good: the hash of its first text, unless a live template or
+        an alias already holds that id (a template that generalised away from this very text), then
+        the hash of the text with a counter: the same lines in the same order mint the same ids."""
+        minted = pattern.id
+        for salt in range(1, len(self._by_id) + len(self._aliases) + 2):  # bounded by the ids held
+            if minted not in self._by_id and minted not in self._aliases:
+                break
+            minted = pattern_id(f"{pattern.template}\x00{salt}")
+        return pattern if minted == pattern.id else Pattern(minted, pattern.template)
+
     def _index(self, template: Template) -> None:
-        """Make a live template findable: by bucket, by id, and (roots) by everything but the first word."""
+        """Make a live template findable: by bucket, by id, by text, and (roots) by everything but the
+        first word."""
         self._buckets.setdefault(template.key, []).append(template)
         self._by_id[template.pattern.id] = template
+        self._by_text[template.pattern.template] = template
         if template.parent is None:
             template.rest = template.rest_signature()
             if template.rest is not None:
@@ -240,6 +255,8 @@ class TemplateMiner:
                 del self._buckets[template.key]
         if self._by_id.get(template.pattern.id) is template:
             del self._by_id[template.pattern.id]
+        if self._by_text.get(template.pattern.template) is template:
+            del self._by_text[template.pattern.template]
         self._unindex_rest(template)
 
     def _unindex_rest(self, template: Template) -> None:
@@ -268,6 +285,7 @@ class TemplateMiner:
         self._unindex(template)
         self._clock.pop(template.serial, None)
         if successor is not None:
+            self.merges += 1
             self._alias(template.pattern.id, successor)
         parent = template.parent
         if parent is not None and template in parent.variants:
@@ -295,14 +313,23 @@ class TemplateMiner:
 
     # ---- persistence support ----
 
-    def restore(self, tokens: list[str], size: int, pinned: bool, anchor: int | None) -> Template:
-        """Re-create a saved template (ids follow from the text, so they come back unchanged)."""
+    def restore(
+        self, tokens: list[str], size: int, pinned: bool, anchor: int | None, saved_id: str | None
+    ) -> Template:
+        """Re-create a saved template with its saved id (None: the hash of its text, as files of
+        version 1 had it). Returns the live template that has this text, which holds another id when
+        the file listed the text twice."""
         kinds = [token_kind(token) for token in tokens]
         if anchor is not None and not -1 <= anchor < len(tokens):
             anchor = None
         template = Template(tokens, kinds, self._next_serial(), size=size, anchor=anchor)
+        if saved_id is not None:
+            template.pattern = Pattern(saved_id, template.pattern.template)
         template.pinned = pinned
         return self._insert(template)
+
+    def holds_id(self, pattern_id: str) -> bool:
+        return pattern_id in self._by_id or pattern_id in self._aliases
 
     def link_variant(self, child: Template, parent: Template) -> None:
         if (
