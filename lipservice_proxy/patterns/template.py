@@ -168,6 +168,12 @@ class Template:
             if not accepts(mine, my_kind, token, kind)
         ]
 
+    def values_only(self, mismatched: list[int], kinds: list[int]) -> bool:
+        """True when at every mismatched position the template or the line has nothing but a value
+        (placeholders and punctuation, "(<HOST>)" against "()"): a parameter, even in a stable template."""
+        mine = self.kinds
+        return all(mine[index] == VARIABLE or kinds[index] == VARIABLE for index in mismatched)
+
     def changes_phrase(self, mismatched: list[int], kinds: list[int]) -> bool:
         """True when PHRASE_CHANGE adjacent words differ: other words, so another message."""
         run = 0
