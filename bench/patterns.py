@@ -44,12 +44,14 @@ from typing import NamedTuple
 
 from lipservice_proxy.patterns import PatternEngine
 from lipservice_proxy.patterns.masking import digit_shape
+from tests.support import loghub
 from tests.support.loghub import (
     available_systems,
     f1_grouping_accuracy,
     group_count,
     grouping_accuracy,
     iter_lines,
+    structured_csv,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,7 +115,9 @@ def score_system(system: str, runs: int) -> SystemScore:
     labelled = list(iter_lines(system))
     bodies = [line.content for line in labelled]
     truth = [line.event_id for line in labelled]
-    corrected = [line.event_id for line in iter_lines(system, corrected=True)]
+    # a folder of other systems may have no corrected labels: score the originals twice then
+    relabelled = structured_csv(system, corrected=True).is_file()
+    corrected = [line.event_id for line in iter_lines(system, corrected=relabelled)]
     engine, stamped, learned = stamped_and_learned(bodies)
 
     def timed_pass(second: bool) -> float:
@@ -287,8 +291,16 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="one timing run, smaller streams and flood")
     parser.add_argument("--accuracy-only", action="store_true", help="only the per-system table")
+    parser.add_argument(
+        "--loghub",
+        type=Path,
+        metavar="DIR",
+        help="score the systems in DIR (<System>/<System>_2k.log_structured.csv) instead of ../shared/loghub",
+    )
     parser.add_argument("--flood-only", type=int, metavar="LINES", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.loghub is not None:
+        loghub.LOGHUB_DIR = args.loghub.resolve()
     if args.flood_only:
         print("\n".join(flood(args.flood_only)))
         return
