@@ -132,7 +132,7 @@ class TemplateMiner:
                 return self._learn_variant(relative, tokens, kinds)
             return self._insert(Template(tokens, kinds, self._next_serial()))
         mismatched = best.mismatches(tokens, kinds)
-        if mismatched and best.stable and not best.values_only(mismatched, kinds):
+        if mismatched and best.stable and not best.values_only(tokens, kinds, mismatched):
             return self._learn_variant(best, tokens, kinds)
         if mismatched and best.changes_phrase(mismatched, kinds):
             return self._insert(Template(tokens, kinds, self._next_serial()))

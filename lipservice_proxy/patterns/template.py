@@ -168,11 +168,20 @@ class Template:
             if not accepts(mine, my_kind, token, kind)
         ]
 
-    def values_only(self, mismatched: list[int], kinds: list[int]) -> bool:
-        """True when at every mismatched position the template or the line has nothing but a value
-        (placeholders and punctuation, "(<HOST>)" against "()"): a parameter, even in a stable template."""
-        mine = self.kinds
-        return all(mine[index] == VARIABLE or kinds[index] == VARIABLE for index in mismatched)
+    def values_only(self, tokens: list[str], kinds: list[int], mismatched: list[int]) -> bool:
+        """True when every mismatched position holds a value: one side is nothing but a value
+        ("(<HOST>)" against "()"), or both hold placeholders ("KB<NUM>~<HEX>" against
+        "Win<NUM>-SRV<NUM>") and are not values of different keys ("LOGIN(uid=<NUM>)" against
+        "(uid=<NUM>)"). A parameter, even in a stable template."""
+        for index in mismatched:
+            mine, token = self.tokens[index], tokens[index]
+            if self.kinds[index] == VARIABLE or kinds[index] == VARIABLE:
+                continue
+            if self.kinds[index] == CONSTANT or kinds[index] == CONSTANT:
+                return False  # "SOCKS<NUM>" against "HTTPS" may well be another statement
+            if "=" in mine or "=" in token:
+                return False
+        return True
 
     def changes_phrase(self, mismatched: list[int], kinds: list[int]) -> bool:
         """True when PHRASE_CHANGE adjacent words differ: other words, so another message."""
