@@ -145,14 +145,19 @@ def test_a_restored_engine_keeps_ids_and_goes_on_learning_the_same_way(tmp_path:
     assert [restored.add(b).id for b in bodies[half:]] == [running.add(b).id for b in bodies[half:]]
 
 
-def test_aliases_survive_a_restart(tmp_path: Path) -> None:
+def test_ids_and_aliases_survive_a_restart(tmp_path: Path) -> None:
     engine = PatternEngine()
-    old = engine.add("User alice logged in")
-    new = engine.add("User bob logged in")
+    first, bob, carol, _dave = (
+        engine.add(f"User {name} logged in") for name in ("alice", "bob", "carol", "dave")
+    )
+    assert first.id != bob.id != carol.id  # an enumeration, until the fourth value makes it a parameter
+    survivor = engine.resolve(first.id)
+    assert survivor is not None and survivor.id == first.id and survivor.template == "User <*> logged in"
     engine.save(tmp_path / "state.json")
     restored = PatternEngine.load(tmp_path / "state.json")
-    assert restored.resolve(old.id) == new
-    assert restored.add("User carol logged in") == new
+    assert restored.resolve(bob.id) == restored.resolve(carol.id) == survivor
+    assert restored.add("User erin logged in") == survivor
+    assert orjson.loads((tmp_path / "state.json").read_bytes())["version"] == 2
 
 
 def test_save_replaces_the_file_atomically(tmp_path: Path) -> None:

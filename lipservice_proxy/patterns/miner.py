@@ -8,11 +8,11 @@ MIN_SIMILARITY of them the line starts a template of its own.
 
 What Drain lacks, and why it matters for sampling:
 
-* Stability. A token that stayed the same over the first STABLE_AFTER lines of a template is taken
-  as part of the message, not a parameter. A line that differs there ("Failed none for ..." against
-  a long-standing "Failed password for ...") becomes a *variant* of that template instead of
-  wildcarding the word: a rare statement is not swallowed by a frequent one. A young template still
-  generalises freely, so "Invalid user alice" and "Invalid user bob" meet at once.
+* Words are the message. A line that differs from its template at a literal word ("Failed none
+  for ..." against "Failed password for ...", "VM Paused" against "VM Started") becomes a *variant*
+  of that template instead of wildcarding the word: a rare statement is not swallowed by a frequent
+  one, and the ids stamped on either stay theirs. Where the template or the line holds a value
+  instead (placeholders: "(<HOST>)" against "()"), the template widens at once.
 * Parameters found late. When the variants of one template that differ at the same positions reach
   PARAMETER_VALUES distinct values, those positions were a parameter after all: the variants merge
   back into their template, which now has a wildcard there. Enumerations with fewer values (on/off,
@@ -23,8 +23,6 @@ What Drain lacks, and why it matters for sampling:
   is the same but for its first word; it becomes that template's variant, and the same
   PARAMETER_VALUES rule turns the first word into a parameter ("<*>: job ..."). "Accepted password"
   and "Failed password" stay two templates.
-* Phrases. When PHRASE_CHANGE adjacent words differ, the line says something else: it starts its
-  own template even while the candidate is young.
 
 Templates are bounded by `max_templates`. Eviction is CLOCK (second chance), an approximation of
 least-recently-used whose cost on a hit is one counter increment: a template whose line count moved
@@ -132,10 +130,8 @@ class TemplateMiner:
                 return self._learn_variant(relative, tokens, kinds)
             return self._insert(Template(tokens, kinds, self._next_serial()))
         mismatched = best.mismatches(tokens, kinds)
-        if mismatched and best.stable and not best.values_only(tokens, kinds, mismatched):
+        if mismatched and not best.values_only(tokens, kinds, mismatched):
             return self._learn_variant(best, tokens, kinds)
-        if mismatched and best.changes_phrase(mismatched, kinds):
-            return self._insert(Template(tokens, kinds, self._next_serial()))
         return self._absorb(best, tokens, kinds)
 
     def _learn_variant(self, best: Template, tokens: list[str], kinds: list[int]) -> Template:
@@ -313,9 +309,7 @@ class TemplateMiner:
 
     # ---- persistence support ----
 
-    def restore(
-        self, tokens: list[str], size: int, pinned: bool, anchor: int | None, saved_id: str | None
-    ) -> Template:
+    def restore(self, tokens: list[str], size: int, anchor: int | None, saved_id: str | None) -> Template:
         """Re-create a saved template with its saved id (None: the hash of its text, as files of
         version 1 had it). Returns the live template that has this text, which holds another id when
         the file listed the text twice."""
@@ -325,7 +319,6 @@ class TemplateMiner:
         template = Template(tokens, kinds, self._next_serial(), size=size, anchor=anchor)
         if saved_id is not None:
             template.pattern = Pattern(saved_id, template.pattern.template)
-        template.pinned = pinned
         return self._insert(template)
 
     def holds_id(self, pattern_id: str) -> bool:

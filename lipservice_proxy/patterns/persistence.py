@@ -43,7 +43,6 @@ def save(miner: TemplateMiner, path: str | os.PathLike[str]) -> None:
                 "template": t.pattern.template,
                 "tokens": t.tokens,
                 "size": t.size,
-                "pinned": t.pinned,
                 "anchor": t.anchor,
                 "parent": index.get(id(t.parent)) if t.parent is not None else None,
             }
@@ -130,7 +129,8 @@ def _restore(miner: TemplateMiner, document: Any) -> None:
         size = _field(entry, "size", int, where)
         if size < 1:
             raise _Invalid(f"{where}.size: must be at least 1")
-        pinned = _field(entry, "pinned", bool, where)
+        if version == _TEXT_HASH_IDS:
+            _field(entry, "pinned", bool, where)  # version 1's young/stable flag, no longer used
         parent = entry.get("parent")
         if parent is not None:
             if isinstance(parent, bool) or not isinstance(parent, int) or not 0 <= parent < len(entries):
@@ -140,7 +140,7 @@ def _restore(miner: TemplateMiner, document: Any) -> None:
         if anchor is not None and (isinstance(anchor, bool) or not isinstance(anchor, int)):
             raise _Invalid(f"{where}.anchor: expected null or a token position")
         if version == _TEXT_HASH_IDS:
-            template = miner.restore(list(tokens), size, pinned, anchor, saved_id=None)
+            template = miner.restore(list(tokens), size, anchor, saved_id=None)
             if entry.get("id") is not None and entry["id"] != template.pattern.id:
                 raise _Invalid(f"{where}.id: {entry['id']!r} is not the id of its template")
         else:
@@ -149,7 +149,7 @@ def _restore(miner: TemplateMiner, document: Any) -> None:
                 raise _Invalid(f"{where}.id: {saved_id!r} is not a pattern id")
             if miner.holds_id(saved_id):
                 raise _Invalid(f"{where}.id: {saved_id!r} is listed twice")
-            template = miner.restore(list(tokens), size, pinned, anchor, saved_id=saved_id)
+            template = miner.restore(list(tokens), size, anchor, saved_id=saved_id)
             if template.pattern.id != saved_id:
                 raise _Invalid(f"{where}.tokens: the same template as another entry")
         restored[position] = template

@@ -15,8 +15,6 @@ from .masking import CONSTANT, MIXED, VARIABLE, WILDCARD, literal_ends, token_ki
 from .model import Pattern
 
 MIN_SIMILARITY: Final = 0.6
-STABLE_AFTER: Final = 8
-PHRASE_CHANGE: Final = 2
 REST_WORDS: Final = 2
 
 BucketKey = tuple[int, int, str]
@@ -101,7 +99,6 @@ class Template:
         "kinds",
         "parent",
         "pattern",
-        "pinned",
         "rest",
         "serial",
         "size",
@@ -130,8 +127,6 @@ class Template:
         self.size = size
         self.swept_size = size  # unreferenced until it is used again
         self.parent = parent
-        # a variant is born stable: it exists because its parent's tokens proved stable
-        self.pinned = parent is not None
         self.variants: list[Template] = []
         self.alive = True
         self.successor: Template | None = None
@@ -144,10 +139,6 @@ class Template:
         self.rest = None
         self.parent = None
         self.pattern = _RELEASED_PATTERN
-
-    @property
-    def stable(self) -> bool:
-        return self.pinned or self.size >= STABLE_AFTER
 
     def rest_signature(self) -> RestSignature | None:
         return rest_signature(self.tokens, self.kinds, self.anchor)
@@ -172,7 +163,7 @@ class Template:
         """True when every mismatched position holds a value: one side is nothing but a value
         ("(<HOST>)" against "()"), or both hold placeholders ("KB<NUM>~<HEX>" against
         "Win<NUM>-SRV<NUM>") and are not values of different keys ("LOGIN(uid=<NUM>)" against
-        "(uid=<NUM>)"). A parameter, even in a stable template."""
+        "(uid=<NUM>)"). A parameter: the template widens there rather than split off a variant."""
         for index in mismatched:
             mine, token = self.tokens[index], tokens[index]
             if self.kinds[index] == VARIABLE or kinds[index] == VARIABLE:
@@ -182,18 +173,6 @@ class Template:
             if "=" in mine or "=" in token:
                 return False
         return True
-
-    def changes_phrase(self, mismatched: list[int], kinds: list[int]) -> bool:
-        """True when PHRASE_CHANGE adjacent words differ: other words, so another message."""
-        run = 0
-        previous = -2
-        for index in mismatched:
-            if self.kinds[index] == CONSTANT and kinds[index] == CONSTANT:
-                run = run + 1 if index == previous + 1 else 1
-                previous = index
-                if run >= PHRASE_CHANGE:
-                    return True
-        return False
 
     def absorb(self, tokens: list[str], kinds: list[int]) -> bool:
         """Widen the template to cover a line; True when its text changed."""
