@@ -107,7 +107,7 @@ class PatternEngine:
         self._per_second = mining_per_second
         self._clock = clock
         self._credit = mining_burst
-        self._lines = 0  # lines added, counted per batch
+        self._lines = 0  # lines added, counted at the end of each batch
         self._refilled_lines = 0
         self._refilled_at = clock()
         self._shed = 0
@@ -130,7 +130,6 @@ class PatternEngine:
         """`add` for each text in order: one call per batch keeps the per-body cost to the key, one
         dict lookup and a hit check (a method call per body would cost as much again)."""
         empty: Pattern | None = None
-        self._lines += len(texts)
         hot = self._shapes.hot
         patterns: list[Pattern] = []
         append = patterns.append
@@ -154,6 +153,7 @@ class PatternEngine:
             else:
                 append(self._add_slow(text, key))
                 hot = self._shapes.hot  # the slow path may have rotated the generations
+        self._lines += len(texts)  # the mining credit they earn is for later lines
         return patterns
 
     def _add_slow(self, text: str, key: bytes | int) -> Pattern:

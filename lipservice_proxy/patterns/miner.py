@@ -222,13 +222,18 @@ class TemplateMiner:
         return template
 
     def _mint(self, pattern: Pattern) -> Pattern:
-        """The id a new template keeps for good: the hash of its first text, unless a live template or
-        an alias already holds that id (a template that generalised away from this very text), then
-        the hash of the text with a counter: the same lines in the same order mint the same ids."""
+        """The id a new template keeps for good: the hash of its first text, unless a live template,
+        or an alias that still leads to one, holds that id (a template that widened away from this
+        very text); then the hash of the text with a counter. The same lines in the same order mint
+        the same ids; a statement that returns after its template was evicted gets its old id."""
         minted = pattern.id
         for salt in range(1, len(self._by_id) + len(self._aliases) + 2):  # bounded by the ids held
-            if minted not in self._by_id and minted not in self._aliases:
-                break
+            if minted not in self._by_id:
+                if minted not in self._aliases:
+                    break
+                if self.resolve(minted) is None:
+                    del self._aliases[minted]  # an alias that leads nowhere frees its id
+                    break
             minted = pattern_id(f"{pattern.template}\x00{salt}")
         return pattern if minted == pattern.id else Pattern(minted, pattern.template)
 
