@@ -4,6 +4,7 @@ annotates."""
 
 from __future__ import annotations
 
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from lipservice_proxy.sampling.annotate import PATTERN_ID, TEMPLATE
 from lipservice_proxy.sampling.policy import Policy
 from lipservice_proxy.sampling.sampler import Sampler
 from tests.support.loghub import available_systems, iter_lines
+from tests.support.proxy import ProxyThread, http_get
+from tests.support.waiting import wait_until
 
 
 def test_every_first_id_of_a_loghub_system_still_names_its_pattern_at_the_end() -> None:
@@ -125,3 +128,21 @@ def test_the_sampler_stamps_the_kept_id_with_the_template_as_it_is_now() -> None
     ((first_id, first_template),) = _annotations(first)
     assert first_template == "lease renewed for <IP> (<HOST>)"
     assert _annotations(later) == [(first_id, "lease renewed for <*>")] * 2
+
+
+def test_a_running_proxy_reports_merges_in_its_patterns_api_and_metrics() -> None:
+    bodies = [f"job {i} state {value}" for i, value in enumerate(("done", "failed", "killed", "lost"))]
+    with ProxyThread({}) as proxy:
+        request = urllib.request.Request(
+            proxy.http_url + "/v1/logs",
+            data=_request(bodies).SerializeToString(),
+            headers={"Content-Type": "application/x-protobuf"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+        status, body = http_get(proxy.admin_url + "/api/v1/patterns")
+        assert status == 200
+        assert orjson.loads(body)["engine"]["pattern_merges"] == 2
+        assert wait_until(
+            lambda: proxy.metric("lipservice_pattern_merges_total") == 2, what="merges published"
+        )
