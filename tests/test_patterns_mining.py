@@ -31,13 +31,26 @@ def test_an_id_is_minted_from_the_first_text_and_never_changes() -> None:
     engine = PatternEngine()
     pattern = engine.add("disk full on /dev/sda1 after 5 ms")
     assert pattern.template == "disk full on <PATH> after <DURATION>"
-    assert pattern.id == xxhash.xxh3_64_hexdigest(pattern.template.encode())
+    # the first text with its values as <*>: the same whichever values the first line had
+    assert pattern.id == xxhash.xxh3_64_hexdigest(b"disk full on <*> after <*>")
     assert len(pattern.id) == 16 and pattern.id == pattern.id.lower()
     users = [
         engine.add(f"User {name} logged in from 10.0.0.7").id for name in ("alice", "bob", "carol", "dave")
     ]
     assert engine.resolve(users[0]).template == "User <*> logged in from <IP>"  # type: ignore[union-attr]
     assert engine.resolve(users[0]).id == users[0]  # type: ignore[union-attr]
+
+
+def test_replicas_whose_first_lines_differ_only_in_values_mint_the_same_id() -> None:
+    lines = [
+        "lease renewed for 10.0.0.7 (node-17.example.net) in 4 ms",
+        "lease renewed for 10.0.0.9 () in 9 ms",
+    ]
+    one, other = PatternEngine(), PatternEngine()
+    first = [one.add(line).id for line in lines]
+    second = [other.add(line).id for line in reversed(lines)]
+    assert len({*first, *second}) == 1
+    assert one.resolve(first[0]) == other.resolve(second[0])
 
 
 def test_merged_variants_resolve_to_the_survivor_and_are_counted() -> None:

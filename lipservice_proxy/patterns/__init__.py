@@ -27,8 +27,9 @@ no value or an empty text is "<EMPTY>"; bool, numbers and arrays are "<BOOL>", "
 A new line shed under a flood of new lines (see engine.py) is "<UNMINED>".
 Severity is never part of a pattern.
 
-Ids. A template's id is minted once, when the template is created: xxh3_64 of its first text (with a
-counter appended in the rare case that id is taken). It is the id for good: when the template learns
+Ids. A template's id is minted once, when the template is created: xxh3_64 of its first text with
+every value token written as <*> ("lease for <*>" whether the first line had "(<HOST>)" or "()"; a
+counter is appended in the rare case that id is taken). It is the id for good: when the template learns
 (a token becomes <*>) its text changes and its id does not, so the id stamped on the first record of
 a statement is the id of its later records too, and survives a restart with the state file. When two
 templates turn out to be one statement (variants that merge once a position shows PARAMETER_VALUES
@@ -36,8 +37,9 @@ distinct values, or a template that widened into the text of another), one survi
 resolves to it (`resolve(old_id)`), and `stats().pattern_merges` counts these. The alias map is
 bounded (as many entries as `max_templates`); an evicted template's ids resolve to None. Ids depend
 on the order in which an engine saw the lines, never on the process: the same sequence gives the same
-ids; replicas that saw a statement's lines in another order may mint another id for it (bench/README.md
-measures how often). Policies that must hold across replicas can name a pattern by template too.
+ids; replicas whose first line of a statement differed in a word that later became <*> mint two
+(bench/README.md measures how often). Policies that must hold across replicas can name a pattern by
+template too.
 
 Learning. One configuration for all logs (template.py, miner.py): a line joins the candidate that
 agrees with it at MIN_SIMILARITY (0.6) of its positions; where they differ at a literal word the

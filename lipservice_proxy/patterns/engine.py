@@ -180,8 +180,8 @@ class PatternEngine:
         return template.pattern
 
     def _refill(self) -> bool:
-        """Add the credit earned since the last refill; True when a line may be mined now. Runs only
-        when the credit is out, so ordinary traffic never reads the clock."""
+        """Add the credit earned since the last refill (capped at the burst); True when a line may be
+        mined now. Runs only when the credit is out."""
         now = self._clock()
         lines, seconds = self._lines - self._refilled_lines, now - self._refilled_at
         earned = lines * self._per_line + seconds * self._per_second

@@ -28,11 +28,11 @@ Templates are bounded by `max_templates`. Eviction is CLOCK (second chance), an 
 least-recently-used whose cost on a hit is one counter increment: a template whose line count moved
 since the hand last passed survives one more sweep; one that did not is forgotten.
 
-Ids are minted once, when a template is created: the hash of its first text (see `_mint`). A
-template that generalises keeps its id; only its text changes. When two templates turn out to be one
-statement (variants merging back, or a template that generalised into the text of another), one
-survives and the other is retired into it: a bounded alias map sends the retired id to the survivor
-(`resolve`), and `merges` counts these.
+Ids are minted once, when a template is created: the hash of its first text, values as <*> (see
+`minted_id` and `_mint`). A template that generalises keeps its id; only its text changes. When two
+templates turn out to be one statement (variants merging back, or a template that generalised into
+the text of another), one survives and the other is retired into it: a bounded alias map sends the
+retired id to the survivor (`resolve`), and `merges` counts these.
 """
 
 from __future__ import annotations
@@ -222,7 +222,7 @@ class TemplateMiner:
         return template
 
     def _mint(self, pattern: Pattern) -> Pattern:
-        """The id a new template keeps for good: the hash of its first text, unless a live template,
+        """The id a new template keeps for good: the one it was born with, unless a live template,
         or an alias that still leads to one, holds that id (a template that widened away from this
         very text); then the hash of the text with a counter. The same lines in the same order mint
         the same ids; a statement that returns after its template was evicted gets its old id."""
@@ -315,15 +315,15 @@ class TemplateMiner:
     # ---- persistence support ----
 
     def restore(self, tokens: list[str], size: int, anchor: int | None, saved_id: str | None) -> Template:
-        """Re-create a saved template with its saved id (None: the hash of its text, as files of
-        version 1 had it). Returns the live template that has this text, which holds another id when
+        """Re-create a saved template with its saved id (None: the hash of its text, as in files of
+        version 1). Returns the live template that has this text, which holds another id when
         the file listed the text twice."""
         kinds = [token_kind(token) for token in tokens]
         if anchor is not None and not -1 <= anchor < len(tokens):
             anchor = None
         template = Template(tokens, kinds, self._next_serial(), size=size, anchor=anchor)
-        if saved_id is not None:
-            template.pattern = Pattern(saved_id, template.pattern.template)
+        text = template.pattern.template
+        template.pattern = Pattern.of(text) if saved_id is None else Pattern(saved_id, text)
         return self._insert(template)
 
     def holds_id(self, pattern_id: str) -> bool:

@@ -8,8 +8,8 @@ import xxhash
 
 
 def pattern_id(template: str) -> str:
-    """16 lowercase hex digits: xxh3_64 of a template's UTF-8 text. A template's id is this of its
-    first text, and stays with it when the text generalises (see miner.py)."""
+    """16 lowercase hex digits: xxh3_64 of a template's UTF-8 text. A learned template's id is this
+    of its first text with values as <*>, and stays with it when the text generalises (see miner.py)."""
     return xxhash.xxh3_64_hexdigest(template.encode("utf-8", "surrogatepass"))
 
 

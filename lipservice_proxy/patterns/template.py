@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Final
 
 from .masking import CONSTANT, MIXED, VARIABLE, WILDCARD, literal_ends, token_kind
-from .model import Pattern
+from .model import Pattern, pattern_id
 
 MIN_SIMILARITY: Final = 0.6
 REST_WORDS: Final = 2
@@ -50,6 +50,17 @@ def rest_signature(tokens: list[str], kinds: list[int], anchor: int) -> RestSign
     if words < REST_WORDS or words < MIN_SIMILARITY * len(tokens):
         return None
     return len(tokens), anchor, tuple(rest)
+
+
+def minted_id(tokens: list[str], kinds: list[int]) -> str:
+    """The id a template is born with: the hash of its text with every token that is a value written
+    as <*> (placeholders only, or placeholders in literal text that is not a key=), so replicas whose
+    first line of a statement differed only in values ("(<HOST>)" or "()") mint the same id."""
+    canonical = [
+        WILDCARD if kind == VARIABLE or (kind == MIXED and "=" not in token) else token
+        for token, kind in zip(tokens, kinds, strict=True)
+    ]
+    return pattern_id(" ".join(canonical))
 
 
 def generalise(values: list[str]) -> str:
@@ -122,7 +133,7 @@ class Template:
         self.key = bucket_key(tokens, kinds)
         self.anchor = self.key[1] if anchor is None else anchor
         self.rest: RestSignature | None = None
-        self.pattern = Pattern.of(" ".join(tokens))
+        self.pattern = Pattern(minted_id(tokens, kinds), " ".join(tokens))
         self.serial = serial
         self.size = size
         self.swept_size = size  # unreferenced until it is used again
