@@ -130,19 +130,34 @@ def test_the_sampler_stamps_the_kept_id_with_the_template_as_it_is_now() -> None
     assert _annotations(later) == [(first_id, "lease renewed for <*>")] * 2
 
 
-def test_a_running_proxy_reports_merges_in_its_patterns_api_and_metrics() -> None:
-    bodies = [f"job {i} state {value}" for i, value in enumerate(("done", "failed", "killed", "lost"))]
+def _post(proxy: ProxyThread, bodies: list[str]) -> None:
+    request = urllib.request.Request(
+        proxy.http_url + "/v1/logs",
+        data=_request(bodies).SerializeToString(),
+        headers={"Content-Type": "application/x-protobuf"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+
+
+def _patterns_view(proxy: ProxyThread) -> dict[str, Any]:
+    status, body = http_get(proxy.admin_url + "/api/v1/patterns?limit=100")
+    assert status == 200
+    view: dict[str, Any] = orjson.loads(body)
+    return view
+
+
+def test_a_running_proxy_reports_merges_and_current_templates_in_its_patterns_api() -> None:
     with ProxyThread({}) as proxy:
-        request = urllib.request.Request(
-            proxy.http_url + "/v1/logs",
-            data=_request(bodies).SerializeToString(),
-            headers={"Content-Type": "application/x-protobuf"},
+        _post(
+            proxy, [f"job {i} state {value}" for i, value in enumerate(("done", "failed", "killed", "lost"))]
         )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert response.status == 200
-        status, body = http_get(proxy.admin_url + "/api/v1/patterns")
-        assert status == 200
-        assert orjson.loads(body)["engine"]["pattern_merges"] == 2
+        assert _patterns_view(proxy)["engine"]["pattern_merges"] == 2
         assert wait_until(
             lambda: proxy.metric("lipservice_pattern_merges_total") == 2, what="merges published"
         )
+
+        _post(proxy, ["lease renewed for 10.0.0.1 (node-1.example.net)"])
+        _post(proxy, ["lease renewed for 10.0.0.2 ()"])
+        leases = [p for p in _patterns_view(proxy)["patterns"] if p["template"].startswith("lease")]
+        assert [(p["template"], p["received"]) for p in leases] == [("lease renewed for <*>", 2)]
