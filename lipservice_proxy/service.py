@@ -252,7 +252,15 @@ class Proxy:
         if self.fleet is not None:
             return self.fleet.patterns_view(limit, self.sampler.resolve)
         assert self.analysis is not None
-        return self.analysis.patterns_view(limit)
+        view = self.analysis.patterns_view(limit)
+        stats = self.engine.stats()
+        # merges: pattern ids retired into another (they resolve to it); shed: lines not mined in a flood
+        view["engine"] = {
+            "templates": stats.templates,
+            "pattern_merges": stats.pattern_merges,
+            "shed_lines": stats.shed_lines,
+        }
+        return view
 
 
 class Service(Protocol):

@@ -133,6 +133,16 @@ class Telemetry:
         self.pattern_evictions = Counter(
             "lipservice_pattern_evictions_total", "Templates or cache entries evicted.", ["kind"], registry=r
         )
+        self.pattern_merges = Counter(
+            "lipservice_pattern_merges_total",
+            "Templates merged into another (their pattern id now resolves to the survivor's).",
+            registry=r,
+        )
+        self.pattern_shed_lines = Counter(
+            "lipservice_pattern_shed_lines_total",
+            "New log bodies not mined during a flood of new ones (pattern <UNMINED>).",
+            registry=r,
+        )
 
         # receivers
         self.receiver_requests = Counter(

@@ -13,11 +13,11 @@ from lipservice_proxy.patterns.command import run
 
 REPO = Path(__file__).resolve().parents[1]
 LOG = (
-    b"User alice logged in from 10.0.0.1\n"
-    b"User bob logged in from 10.0.0.2\r\n"
+    b"lease renewed for 10.0.0.1 (node-1.example.net)\n"
+    b"lease renewed for 10.0.0.2 ()\r\n"
     b"\xff\xfe not utf-8 at all 42\n"
     b"\n"
-    b"User carol logged in from 10.0.0.3\n"
+    b"lease renewed for 10.0.0.3 (n3.example.org)\n"
 )
 
 
@@ -36,20 +36,21 @@ def test_tsv_prints_one_pattern_per_line_as_seen_at_that_moment(tmp_path: Path) 
     fields = [row.split("\t") for row in rows]
     assert all(len(f) == 2 and len(f[0]) == 16 for f in fields)
     assert [f[1] for f in fields] == [
-        "User alice logged in from <IP>",
-        "User <*> logged in from <IP>",
+        "lease renewed for <IP> (<HOST>)",
+        "lease renewed for <*>",
         "\ufffd\ufffd not utf-<NUM> at all <NUM>",
         "<EMPTY>",
-        "User <*> logged in from <IP>",
+        "lease renewed for <*>",
     ]
-    assert fields[1][0] == fields[4][0] != fields[0][0]
+    # the template generalised on the second line; its id stayed the one the first line was stamped with
+    assert fields[0][0] == fields[1][0] == fields[4][0] != fields[2][0]
 
 
 def test_summary_counts_final_patterns_most_frequent_first() -> None:
     code, rows = invoke(["--format", "summary", "-"], stdin=LOG)
     assert code == 0
     fields = [row.split("\t") for row in rows]
-    assert fields[0][0] == "3" and fields[0][2] == "User <*> logged in from <IP>"
+    assert fields[0][0] == "3" and fields[0][2] == "lease renewed for <*>"
     assert sum(int(f[0]) for f in fields) == 5
     assert [int(f[0]) for f in fields] == sorted((int(f[0]) for f in fields), reverse=True)
 

@@ -250,6 +250,8 @@ class PatternStats:
                 )
                 if len(entries) > self._max_patterns:
                     self._evict()
+            else:
+                entry.template = tally.template  # a pattern keeps its id as its template generalises
             level = LEVEL_OF_NAME[severity]
             entry.last_seen = now
             entry.counts[level] += tally.received

@@ -3,7 +3,9 @@
 One online pass with the engine the sampler uses. `tsv` prints `pattern_id<TAB>template` per input
 line as the engine saw it at that moment (so a template that generalised later shows its earlier
 form on the earlier lines); `summary` prints one `count<TAB>pattern_id<TAB>template` line per final
-pattern, most frequent first, after the whole input was read.
+pattern, most frequent first, after the whole input was read. The engine is the sampler's, its
+mining budget included: a file that is a flood of new lines (see PatternEngine) shows <UNMINED> where
+the sampler would have stamped it.
 """
 
 from __future__ import annotations

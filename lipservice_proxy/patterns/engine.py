@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import xxhash
@@ -26,6 +27,15 @@ MESSAGE_KEYS: Final = ("message", "msg", "event", "log", "body", "text")
 _MAX_KEYS_IN_TEMPLATE: Final = 64
 
 EMPTY_TEMPLATE: Final = "<EMPTY>"
+UNMINED_TEMPLATE: Final = "<UNMINED>"
+
+# Mining budget (see PatternEngine), in seconds of mining: what may be spent at once, what each line
+# added earns, and what each second earns. A flood of new lines spends at most ~1.5 us of mining per
+# line on top of shedding the rest (~3 us); ordinary traffic mines a few percent of its lines, often
+# in a few microseconds (known words), and never exhausts it.
+MINING_BURST_SECONDS: Final = 0.3
+MINING_SECONDS_PER_LINE: Final = 1.5e-6
+MINING_SECONDS_PER_SECOND: Final = 0.03
 _SCALAR_TEMPLATES: Final = {
     "bool_value": "<BOOL>",
     "int_value": "<NUM>",
@@ -59,11 +69,32 @@ class PatternEngine:
     masking rule counts digits, so a known statement whose numbers changed length skips masking and
     mining too (for bodies up to _KEY_CHARS long). Both are two-generation memos (generations.py)
     that share `cache_size`: three quarters for shapes, one quarter for the shorter keys.
+
+    A line neither cache knows is masked and mined: ~30 us of CPU for a line of new words, a few us
+    for a known statement with a new word, against ~1 us for a hit. A flood of lines that are all new
+    (random words, a client logging ids as words) would spend the most on every line, so mining has
+    a budget in seconds of mining time, measured around each mining: `mining_burst` at once, refilled
+    by `mining_per_line` for every line added and `mining_per_second` of clock time. A new line over
+    budget is *shed*: not mined, it gets the fixed pattern <UNMINED> (one pattern for the whole
+    flood, which the sampler then samples as one), and `stats().shed_lines` counts it. Lines of known
+    shapes are never shed, and ordinary traffic, whose new shapes are a small share of its lines,
+    never runs the budget out.
     """
 
-    def __init__(self, max_templates: int = 10_000, cache_size: int = 100_000) -> None:
+    def __init__(
+        self,
+        max_templates: int = 10_000,
+        cache_size: int = 100_000,
+        *,
+        mining_burst: float = MINING_BURST_SECONDS,
+        mining_per_line: float = MINING_SECONDS_PER_LINE,
+        mining_per_second: float = MINING_SECONDS_PER_SECOND,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         if cache_size < 2:
             raise ValueError("cache_size must be at least 2")
+        if mining_burst <= 0.0 or mining_per_line < 0.0 or mining_per_second < 0.0:
+            raise ValueError("mining budget: a positive burst and non-negative refills expected")
         self._miner = TemplateMiner(max_templates)
         self._masker = Masker()
         self._cache_size = cache_size
@@ -71,6 +102,15 @@ class PatternEngine:
         self._runs: Generations[bytes, Template] = Generations(max(1, cache_size // 8))
         self._fixed: dict[str, Pattern] = {}
         self._fixed_by_id: dict[str, Pattern] = {}
+        self._burst = mining_burst
+        self._per_line = mining_per_line
+        self._per_second = mining_per_second
+        self._clock = clock
+        self._credit = mining_burst
+        self._lines = 0  # lines added, counted at the end of each batch
+        self._refilled_lines = 0
+        self._refilled_at = clock()
+        self._shed = 0
 
     @property
     def max_templates(self) -> int:
@@ -113,6 +153,7 @@ class PatternEngine:
             else:
                 append(self._add_slow(text, key))
                 hot = self._shapes.hot  # the slow path may have rotated the generations
+        self._lines += len(texts)  # the mining credit they earn is for later lines
         return patterns
 
     def _add_slow(self, text: str, key: bytes | int) -> Pattern:
@@ -121,10 +162,15 @@ class PatternEngine:
             runs = _DIGIT_RUNS.sub(b"0", key) if isinstance(key, bytes) else None
             template = self._runs.get(runs) if runs is not None else None
             if template is None or not template.alive:
+                if self._credit <= 0.0 and not self._refill():
+                    self._shed += 1
+                    return self._fixed_pattern(UNMINED_TEMPLATE)
+                started = self._clock()
                 tokens, kinds = self._masker.tokens(clean_text(text))
                 if not tokens:
                     return self._fixed_pattern(EMPTY_TEMPLATE)
                 template = self._miner.learn(tokens, kinds)
+                self._credit -= self._clock() - started
                 if runs is not None:
                     self._runs.put(runs, template)
                 self._shapes.put(key, template)
@@ -132,6 +178,16 @@ class PatternEngine:
         template.size += 1
         self._shapes.put(key, template)
         return template.pattern
+
+    def _refill(self) -> bool:
+        """Add the credit earned since the last refill (capped at the burst); True when a line may be
+        mined now. Runs only when the credit is out."""
+        now = self._clock()
+        lines, seconds = self._lines - self._refilled_lines, now - self._refilled_at
+        earned = lines * self._per_line + seconds * self._per_second
+        self._credit = min(self._burst, self._credit + earned)
+        self._refilled_lines, self._refilled_at = self._lines, now
+        return self._credit > 0.0
 
     def match(self, text: str) -> Pattern | None:
         """The pattern `add` would give `text` without learning from it; None when no template fits."""
@@ -213,6 +269,8 @@ class PatternEngine:
             cache_entries=len(self._shapes) + len(self._runs),
             template_evictions=self._miner.evictions,
             cache_evictions=self._shapes.evictions + self._runs.evictions,
+            pattern_merges=self._miner.merges,
+            shed_lines=self._shed,
         )
 
     def save(self, path: str | os.PathLike[str]) -> None:

@@ -77,6 +77,16 @@ _TOKEN_RULES: Final = (
     ("<URL>", r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>\[\]()]+"),
     ("<EMAIL>", r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"),
     ("<UUID>", r"\b(?=[0-9a-fA-F-]*\d)[0-9a-fA-F]+(?:-[0-9a-fA-F]+){4}\b"),
+    # a host name: dot-separated labels ending in a lowercase top-level label, with a digit in it
+    # ("node-17.rack2.example.net") or three labels or more ("ns.example.com"); "example.com" or
+    # "config.yaml" is as likely a word as a value, and a reverse-DNS name ("com.example.app", a
+    # Java package) names code, not a host
+    (
+        "<HOST>",
+        r"(?<![\w.-])(?:(?=[\w.-]*\d)[A-Za-z0-9](?:[A-Za-z0-9-]*\.)+"
+        r"|(?!(?:com|org|net|io|edu|gov|java|javax|android)\.)[A-Za-z0-9][A-Za-z0-9-]*\.(?:[A-Za-z0-9-]+\.)+)"
+        r"[a-z]{2,6}(?![\w.-]|:\d)",
+    ),
     ("<TIME>", r"\b\d+-\d+-\d+(?:T\d+:\d+(?::\d+(?:[.,]\d+)?)?(?:Z|[+-]\d+(?::\d+)?)?)?(?!\w)"),
     ("<TIME>", r"(?<![\w:.])\d+:\d+:\d+(?:[.,]\d+)?(?![\w:])"),
     # IPv6: eight groups, or fewer around "::"
@@ -118,9 +128,13 @@ _DIGIT_SHAPE: Final = bytes.maketrans(b"0123456789", b"0000000000")
 _TOKEN_CACHE_GENERATION: Final = 8192
 
 
+# An empty value in brackets or quotes ("()" where a host name would be) is a value, not a word.
+_EMPTY_VALUES: Final = frozenset(("()", "[]", "{}", "<>", "''", '""', "(),", "[],", "():", "[]:"))
+
+
 def token_kind(token: str) -> int:
     if "<" not in token:
-        return CONSTANT
+        return VARIABLE if token in _EMPTY_VALUES else CONSTANT
     stripped = _PLACEHOLDER_RE.sub("", token)
     if len(stripped) == len(token):
         return CONSTANT

@@ -19,10 +19,15 @@ class StatsPublisher:
         telemetry = self._telemetry
         telemetry.patterns_active.set(stats.templates)
         telemetry.pattern_cache_entries.set(stats.cache_entries)
+        last = self._last
         for kind, now, before in (
-            ("template", stats.template_evictions, self._last.template_evictions),
-            ("cache", stats.cache_evictions, self._last.cache_evictions),
+            ("template", stats.template_evictions, last.template_evictions),
+            ("cache", stats.cache_evictions, last.cache_evictions),
         ):
             if now > before:
                 telemetry.pattern_evictions.labels(kind).inc(now - before)
+        if stats.pattern_merges > last.pattern_merges:
+            telemetry.pattern_merges.inc(stats.pattern_merges - last.pattern_merges)
+        if stats.shed_lines > last.shed_lines:
+            telemetry.pattern_shed_lines.inc(stats.shed_lines - last.shed_lines)
         self._last = stats

@@ -8,11 +8,11 @@ MIN_SIMILARITY of them the line starts a template of its own.
 
 What Drain lacks, and why it matters for sampling:
 
-* Stability. A token that stayed the same over the first STABLE_AFTER lines of a template is taken
-  as part of the message, not a parameter. A line that differs there ("Failed none for ..." against
-  a long-standing "Failed password for ...") becomes a *variant* of that template instead of
-  wildcarding the word: a rare statement is not swallowed by a frequent one. A young template still
-  generalises freely, so "Invalid user alice" and "Invalid user bob" meet at once.
+* Words are the message. A line that differs from its template at a literal word ("Failed none
+  for ..." against "Failed password for ...", "VM Paused" against "VM Started") becomes a *variant*
+  of that template instead of wildcarding the word: a rare statement is not swallowed by a frequent
+  one, and the ids stamped on either stay theirs. Where the template or the line holds a value
+  instead (placeholders: "(<HOST>)" against "()"), the template widens at once.
 * Parameters found late. When the variants of one template that differ at the same positions reach
   PARAMETER_VALUES distinct values, those positions were a parameter after all: the variants merge
   back into their template, which now has a wildcard there. Enumerations with fewer values (on/off,
@@ -23,15 +23,16 @@ What Drain lacks, and why it matters for sampling:
   is the same but for its first word; it becomes that template's variant, and the same
   PARAMETER_VALUES rule turns the first word into a parameter ("<*>: job ..."). "Accepted password"
   and "Failed password" stay two templates.
-* Phrases. When PHRASE_CHANGE adjacent words differ, the line says something else: it starts its
-  own template even while the candidate is young.
 
 Templates are bounded by `max_templates`. Eviction is CLOCK (second chance), an approximation of
 least-recently-used whose cost on a hit is one counter increment: a template whose line count moved
 since the hand last passed survives one more sweep; one that did not is forgotten.
 
-A template's id is the hash of its text, so it changes when the template generalises or merges. The
-miner keeps a bounded alias map from retired ids to the template that replaced them (`resolve`).
+Ids are minted once, when a template is created: the hash of its first text, values as <*> (see
+`minted_id` and `_mint`). A template that generalises keeps its id; only its text changes. When two
+templates turn out to be one statement (variants merging back, or a template that generalised into
+the text of another), one survives and the other is retired into it: a bounded alias map sends the
+retired id to the survivor (`resolve`), and `merges` counts these.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from collections.abc import Iterator
 from typing import Final
 
 from .masking import token_kind
-from .model import Pattern
+from .model import Pattern, pattern_id
 from .template import (
     MIN_SIMILARITY,
     BucketKey,
@@ -62,10 +63,12 @@ class TemplateMiner:
             raise ValueError("max_templates must be at least 1")
         self.max_templates = max_templates
         self.evictions = 0
+        self.merges = 0
         self._serial = 0
         self._buckets: dict[BucketKey, list[Template]] = {}
         self._rests: dict[RestSignature, list[Template]] = {}
         self._by_id: dict[str, Template] = {}
+        self._by_text: dict[str, Template] = {}
         self._clock: OrderedDict[int, Template] = OrderedDict()
         self._aliases: OrderedDict[str, Template] = OrderedDict()
 
@@ -127,10 +130,8 @@ class TemplateMiner:
                 return self._learn_variant(relative, tokens, kinds)
             return self._insert(Template(tokens, kinds, self._next_serial()))
         mismatched = best.mismatches(tokens, kinds)
-        if mismatched and best.stable:
+        if mismatched and not best.values_only(tokens, kinds, mismatched):
             return self._learn_variant(best, tokens, kinds)
-        if mismatched and best.changes_phrase(mismatched, kinds):
-            return self._insert(Template(tokens, kinds, self._next_serial()))
         return self._absorb(best, tokens, kinds)
 
     def _learn_variant(self, best: Template, tokens: list[str], kinds: list[int]) -> Template:
@@ -180,19 +181,15 @@ class TemplateMiner:
         return self._retemplate(template) if changed else template
 
     def _retemplate(self, template: Template) -> Template:
-        """Give a changed template its new id and place; fold it into a live twin with that id."""
+        """Give a changed template its new text (its id stays) and place; fold it into a live twin
+        that already has that text."""
         text = " ".join(template.tokens)
         if text == template.pattern.template:
             return template
-        old_id = template.pattern.id
-        if self._by_id.get(old_id) is template:
-            del self._by_id[old_id]
-        self._alias(old_id, template)
         self._unindex(template)
-        pattern = Pattern.of(text)
-        template.pattern = pattern
+        template.pattern = Pattern(template.pattern.id, text)
         template.key = bucket_key(template.tokens, template.kinds)
-        twin = self._by_id.get(pattern.id)
+        twin = self._by_text.get(text)
         if twin is not None and twin is not template:
             twin.size += template.size
             self._retire(template, successor=twin)
@@ -212,21 +209,40 @@ class TemplateMiner:
         return self._serial
 
     def _insert(self, template: Template) -> Template:
-        while len(self._clock) >= self.max_templates:
-            self._evict_one(spare=template.parent)
-        twin = self._by_id.get(template.pattern.id)
+        twin = self._by_text.get(template.pattern.template)
         if twin is not None:
             # a line can rebuild the exact text of a template that lives in another bucket
             twin.size += template.size
             return twin
+        while len(self._clock) >= self.max_templates:
+            self._evict_one(spare=template.parent)
+        template.pattern = self._mint(template.pattern)
         self._clock[template.serial] = template
         self._index(template)
         return template
 
+    def _mint(self, pattern: Pattern) -> Pattern:
+        """The id a new template keeps for good: the one it was born with, unless a live template,
+        or an alias that still leads to one, holds that id (a template that widened away from this
+        very text); then the hash of the text with a counter. The same lines in the same order mint
+        the same ids; a statement that returns after its template was evicted gets its old id."""
+        minted = pattern.id
+        for salt in range(1, len(self._by_id) + len(self._aliases) + 2):  # bounded by the ids held
+            if minted not in self._by_id:
+                if minted not in self._aliases:
+                    break
+                if self.resolve(minted) is None:
+                    del self._aliases[minted]  # an alias that leads nowhere frees its id
+                    break
+            minted = pattern_id(f"{pattern.template}\x00{salt}")
+        return pattern if minted == pattern.id else Pattern(minted, pattern.template)
+
     def _index(self, template: Template) -> None:
-        """Make a live template findable: by bucket, by id, and (roots) by everything but the first word."""
+        """Make a live template findable: by bucket, by id, by text, and (roots) by everything but the
+        first word."""
         self._buckets.setdefault(template.key, []).append(template)
         self._by_id[template.pattern.id] = template
+        self._by_text[template.pattern.template] = template
         if template.parent is None:
             template.rest = template.rest_signature()
             if template.rest is not None:
@@ -240,6 +256,8 @@ class TemplateMiner:
                 del self._buckets[template.key]
         if self._by_id.get(template.pattern.id) is template:
             del self._by_id[template.pattern.id]
+        if self._by_text.get(template.pattern.template) is template:
+            del self._by_text[template.pattern.template]
         self._unindex_rest(template)
 
     def _unindex_rest(self, template: Template) -> None:
@@ -268,6 +286,7 @@ class TemplateMiner:
         self._unindex(template)
         self._clock.pop(template.serial, None)
         if successor is not None:
+            self.merges += 1
             self._alias(template.pattern.id, successor)
         parent = template.parent
         if parent is not None and template in parent.variants:
@@ -295,14 +314,20 @@ class TemplateMiner:
 
     # ---- persistence support ----
 
-    def restore(self, tokens: list[str], size: int, pinned: bool, anchor: int | None) -> Template:
-        """Re-create a saved template (ids follow from the text, so they come back unchanged)."""
+    def restore(self, tokens: list[str], size: int, anchor: int | None, saved_id: str | None) -> Template:
+        """Re-create a saved template with its saved id (None: the hash of its text, as in files of
+        version 1). Returns the live template that has this text, which holds another id when
+        the file listed the text twice."""
         kinds = [token_kind(token) for token in tokens]
         if anchor is not None and not -1 <= anchor < len(tokens):
             anchor = None
         template = Template(tokens, kinds, self._next_serial(), size=size, anchor=anchor)
-        template.pinned = pinned
+        text = template.pattern.template
+        template.pattern = Pattern.of(text) if saved_id is None else Pattern(saved_id, text)
         return self._insert(template)
+
+    def holds_id(self, pattern_id: str) -> bool:
+        return pattern_id in self._by_id or pattern_id in self._aliases
 
     def link_variant(self, child: Template, parent: Template) -> None:
         if (

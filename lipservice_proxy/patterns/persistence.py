@@ -1,8 +1,10 @@
 """Save and restore a miner's templates as JSON, so a restart keeps its ids.
 
-The document lists the templates in eviction order (oldest first) with their tokens, line counts
-and variant links, plus the alias map. Ids are not trusted from the file: they are recomputed from
-the template text and must match what the file says, which catches a corrupt or hand-edited file.
+The document lists the templates in eviction order (oldest first) with their ids, tokens, line
+counts and variant links, plus the alias map. Version 2 keeps each template's id as minted (a
+template keeps its id when its text generalises, see miner.py). Version 1 files, written when an id
+was the hash of the template text, still load: their ids are recomputed from the text and must match
+what the file says, which catches a corrupt or hand-edited file.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from ..errors import PatternStoreError
 from .miner import Template, TemplateMiner
 
 FORMAT: Final = "lipservice-patterns"
-VERSION: Final = 1
+VERSION: Final = 2
+_TEXT_HASH_IDS: Final = 1  # the version whose ids are the hash of the template text
 _ID = re.compile(r"^[0-9a-f]{16}$")
 
 
@@ -40,7 +43,6 @@ def save(miner: TemplateMiner, path: str | os.PathLike[str]) -> None:
                 "template": t.pattern.template,
                 "tokens": t.tokens,
                 "size": t.size,
-                "pinned": t.pinned,
                 "anchor": t.anchor,
                 "parent": index.get(id(t.parent)) if t.parent is not None else None,
             }
@@ -102,8 +104,9 @@ def _field(entry: dict[str, Any], name: str, kind: type | tuple[type, ...], wher
 def _restore(miner: TemplateMiner, document: Any) -> None:
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise _Invalid(f'not a pattern state file (expected "format": "{FORMAT}")')
-    if document.get("version") != VERSION:
-        raise _Invalid(f"unsupported version {document.get('version')!r} (this build reads {VERSION})")
+    version = document.get("version")
+    if version not in (_TEXT_HASH_IDS, VERSION) or isinstance(version, bool):
+        raise _Invalid(f"unsupported version {version!r} (this build reads {_TEXT_HASH_IDS} and {VERSION})")
     entries = document.get("templates")
     if not isinstance(entries, list):
         raise _Invalid("templates: expected a list")
@@ -126,7 +129,8 @@ def _restore(miner: TemplateMiner, document: Any) -> None:
         size = _field(entry, "size", int, where)
         if size < 1:
             raise _Invalid(f"{where}.size: must be at least 1")
-        pinned = _field(entry, "pinned", bool, where)
+        if version == _TEXT_HASH_IDS:
+            _field(entry, "pinned", bool, where)  # version 1's young/stable flag, no longer used
         parent = entry.get("parent")
         if parent is not None:
             if isinstance(parent, bool) or not isinstance(parent, int) or not 0 <= parent < len(entries):
@@ -135,9 +139,19 @@ def _restore(miner: TemplateMiner, document: Any) -> None:
         anchor = entry.get("anchor")
         if anchor is not None and (isinstance(anchor, bool) or not isinstance(anchor, int)):
             raise _Invalid(f"{where}.anchor: expected null or a token position")
-        template = miner.restore(list(tokens), size, pinned, anchor)
-        if entry.get("id") is not None and entry["id"] != template.pattern.id:
-            raise _Invalid(f"{where}.id: {entry['id']!r} is not the id of its template")
+        if version == _TEXT_HASH_IDS:
+            template = miner.restore(list(tokens), size, anchor, saved_id=None)
+            if entry.get("id") is not None and entry["id"] != template.pattern.id:
+                raise _Invalid(f"{where}.id: {entry['id']!r} is not the id of its template")
+        else:
+            saved_id = _field(entry, "id", str, where)
+            if not _ID.match(saved_id):
+                raise _Invalid(f"{where}.id: {saved_id!r} is not a pattern id")
+            if miner.holds_id(saved_id):
+                raise _Invalid(f"{where}.id: {saved_id!r} is listed twice")
+            template = miner.restore(list(tokens), size, anchor, saved_id=saved_id)
+            if template.pattern.id != saved_id:
+                raise _Invalid(f"{where}.tokens: the same template as another entry")
         restored[position] = template
 
     for child, parent in parents.items():

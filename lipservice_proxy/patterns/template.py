@@ -12,11 +12,9 @@ from __future__ import annotations
 from typing import Final
 
 from .masking import CONSTANT, MIXED, VARIABLE, WILDCARD, literal_ends, token_kind
-from .model import Pattern
+from .model import Pattern, pattern_id
 
 MIN_SIMILARITY: Final = 0.6
-STABLE_AFTER: Final = 8
-PHRASE_CHANGE: Final = 2
 REST_WORDS: Final = 2
 
 BucketKey = tuple[int, int, str]
@@ -52,6 +50,17 @@ def rest_signature(tokens: list[str], kinds: list[int], anchor: int) -> RestSign
     if words < REST_WORDS or words < MIN_SIMILARITY * len(tokens):
         return None
     return len(tokens), anchor, tuple(rest)
+
+
+def minted_id(tokens: list[str], kinds: list[int]) -> str:
+    """The id a template is born with: the hash of its text with every token that is a value written
+    as <*> (placeholders only, or placeholders in literal text that is not a key=), so replicas whose
+    first line of a statement differed only in values ("(<HOST>)" or "()") mint the same id."""
+    canonical = [
+        WILDCARD if kind == VARIABLE or (kind == MIXED and "=" not in token) else token
+        for token, kind in zip(tokens, kinds, strict=True)
+    ]
+    return pattern_id(" ".join(canonical))
 
 
 def generalise(values: list[str]) -> str:
@@ -101,7 +110,6 @@ class Template:
         "kinds",
         "parent",
         "pattern",
-        "pinned",
         "rest",
         "serial",
         "size",
@@ -125,13 +133,11 @@ class Template:
         self.key = bucket_key(tokens, kinds)
         self.anchor = self.key[1] if anchor is None else anchor
         self.rest: RestSignature | None = None
-        self.pattern = Pattern.of(" ".join(tokens))
+        self.pattern = Pattern(minted_id(tokens, kinds), " ".join(tokens))
         self.serial = serial
         self.size = size
         self.swept_size = size  # unreferenced until it is used again
         self.parent = parent
-        # a variant is born stable: it exists because its parent's tokens proved stable
-        self.pinned = parent is not None
         self.variants: list[Template] = []
         self.alive = True
         self.successor: Template | None = None
@@ -144,10 +150,6 @@ class Template:
         self.rest = None
         self.parent = None
         self.pattern = _RELEASED_PATTERN
-
-    @property
-    def stable(self) -> bool:
-        return self.pinned or self.size >= STABLE_AFTER
 
     def rest_signature(self) -> RestSignature | None:
         return rest_signature(self.tokens, self.kinds, self.anchor)
@@ -168,17 +170,20 @@ class Template:
             if not accepts(mine, my_kind, token, kind)
         ]
 
-    def changes_phrase(self, mismatched: list[int], kinds: list[int]) -> bool:
-        """True when PHRASE_CHANGE adjacent words differ: other words, so another message."""
-        run = 0
-        previous = -2
+    def values_only(self, tokens: list[str], kinds: list[int], mismatched: list[int]) -> bool:
+        """True when every mismatched position holds a value: one side is nothing but a value
+        ("(<HOST>)" against "()"), or both hold placeholders ("KB<NUM>~<HEX>" against
+        "Win<NUM>-SRV<NUM>") and are not values of different keys ("LOGIN(uid=<NUM>)" against
+        "(uid=<NUM>)"). A parameter: the template widens there rather than split off a variant."""
         for index in mismatched:
-            if self.kinds[index] == CONSTANT and kinds[index] == CONSTANT:
-                run = run + 1 if index == previous + 1 else 1
-                previous = index
-                if run >= PHRASE_CHANGE:
-                    return True
-        return False
+            mine, token = self.tokens[index], tokens[index]
+            if self.kinds[index] == VARIABLE or kinds[index] == VARIABLE:
+                continue
+            if self.kinds[index] == CONSTANT or kinds[index] == CONSTANT:
+                return False  # "SOCKS<NUM>" against "HTTPS" may well be another statement
+            if "=" in mine or "=" in token:
+                return False
+        return True
 
     def absorb(self, tokens: list[str], kinds: list[int]) -> bool:
         """Widen the template to cover a line; True when its text changed."""

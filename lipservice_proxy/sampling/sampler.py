@@ -123,6 +123,14 @@ class PatternState:
         self.thresholds: dict[float, bytes | None] = {}
         self.last_seen = 0.0
 
+    def retemplate(self, pattern: Pattern) -> None:
+        """The engine generalised this pattern's template (its id stays): rules may name templates,
+        and annotations carry the template, so both are worked out again."""
+        self.pattern = pattern
+        self.body_level = level_of_body(pattern.template)
+        self.generation = -1
+        self.annotations.clear()
+
     def refresh(self, compiled: _Compiled) -> None:
         self.rates, self.rules = compiled.rates.resolve(self.service, self.pattern.id, self.pattern.template)
         self.generation = compiled.generation
@@ -305,6 +313,8 @@ class Sampler:
             if state is None:
                 state = states[pattern.id] = PatternState(service, pattern)
                 self._n_states += 1
+            elif state.pattern is not pattern:
+                state.retemplate(pattern)
             number = record.severity_number
             if 0 < number < 25:
                 level = _NUMBER_LEVELS[number]
