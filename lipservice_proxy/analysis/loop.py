@@ -265,6 +265,7 @@ class AnalysisLoop:
                 anomalies=anomalies,
                 policy=policy,
                 current_rates={pid: k.current_rate for pid, k in known.items()},
+                lines_seen={pid: k.volume for pid, k in known.items()},
                 duration=snapshot.duration,
                 kept=sum(w.kept for w in snapshot.patterns),
                 target_keep_ratio=self._config.target_keep_ratio,

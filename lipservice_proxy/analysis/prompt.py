@@ -3,7 +3,8 @@
 The system message holds every instruction; the user message is one JSON document of data
 (masked templates, counts, trends, anomalies, the rates in force, the volume target), so a
 template is always a quoted JSON string and never prompt text, and the system message says so.
-No raw log value is sent: templates come from the pattern engine with variables masked.
+No raw log value is sent: every template and service name passes `redact` first, which lets out
+only placeholders and words the engine has confirmed constant (see redact.py for the rule).
 
 The answer must match `ANSWER_SCHEMA` (sent as a strict structured-output schema, and checked
 again here with pydantic, since not every compatible server enforces it): rates for TRACE..WARN
@@ -26,6 +27,7 @@ from ..sampling.policy import Policy
 from .anomalies import Anomaly
 from .clustering import Clustering
 from .guardrails import Candidate, Limits, RateChange
+from .redact import redact_names, redact_template
 from .stats import PatternVolume
 
 MAX_FAMILIES = 150
@@ -140,6 +142,7 @@ class PromptData:
     anomalies: Sequence[Anomaly]
     policy: Policy
     current_rates: Mapping[str, float]  # pattern id -> the rate in force
+    lines_seen: Mapping[str, int]  # pattern id -> lines seen under that id: how confirmed its words are
     duration: float
     kept: int
     target_keep_ratio: float
@@ -173,7 +176,9 @@ def _document(data: PromptData) -> dict[str, Any]:
                 "patterns": [
                     {
                         "id": member.pattern_id,
-                        "template": member.template[:MAX_TEMPLATE],
+                        "template": redact_template(
+                            member.template, data.lines_seen.get(member.pattern_id, 0)
+                        )[:MAX_TEMPLATE],
                         "records": member.received,
                         "current_rate": data.current_rates.get(member.pattern_id),
                     }
@@ -200,7 +205,7 @@ def _document(data: PromptData) -> dict[str, Any]:
         "anomalies": [
             {
                 "kind": a.kind,
-                "service": a.service,
+                "service": redact_names([a.service])[0],
                 "patterns": list(a.pattern_ids[:MAX_MEMBERS]),
                 "message": a.message,
             }
