@@ -20,6 +20,7 @@ import pytest
 import yaml
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
+from lipservice_proxy.analysis.guardrails import rate_outcome
 from lipservice_proxy.analysis.prompt import SYSTEM_PROMPT
 from lipservice_proxy.config import load_config
 from lipservice_proxy.sampling.policy import load_policy
@@ -151,7 +152,9 @@ def test_a_good_answer_becomes_the_policy_in_force(tmp_path: Path) -> None:
             assert {rule.id: rule.rate for rule in policy.patterns} == {
                 pid: r / 2 for pid, r in before.items()
             }
-            assert all(rule.reason == f"set to {rule.rate}" for rule in policy.patterns)
+            assert all(
+                rule.reason == f"set to {rule.rate}: {rate_outcome(rule.rate)}" for rule in policy.patterns
+            )
             assert proxy.sampler.policy == policy
             assert proxy.policy_store.current.version == 2
             assert metric(proxy, "lipservice_policy_version") == 2
