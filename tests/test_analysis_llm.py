@@ -363,6 +363,7 @@ def test_a_log_line_carrying_instructions_is_only_quoted_data(tmp_path: Path, ob
                 "current_policy",
                 "families",
                 "families_not_shown",
+                "quiet_rules",
                 "anomalies",
             }
             templates = [p["template"] for f in document["families"] for p in f["patterns"]]
@@ -393,3 +394,34 @@ def test_a_missing_api_key_is_a_clear_config_error(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="NO_SUCH_KEY"):
         Proxy(config, environ={})
+
+
+def test_a_rule_stays_addressable_while_its_pattern_is_quiet(tmp_path: Path) -> None:
+    """Pass 1 sets a rule for an HDFS pattern; in pass 2 only OpenSSH logs arrive, the prompt lists
+    the HDFS rule among `quiet_rules`, and an answer naming it changes it (it is not an unknown id)."""
+    chosen: list[str] = []
+
+    def behaviour(request: dict[str, Any]) -> Reply:
+        if not chosen:
+            chosen.append(next(iter(current_rates(request))))
+            return Reply(answer({chosen[0]: 0.1}))
+        quiet = {rule["id"]: rule for rule in user_document(request)["quiet_rules"]}
+        assert chosen[0] in quiet and quiet[chosen[0]]["current_rate"] == 0.1
+        return Reply(answer({chosen[0]: 0.3}))
+
+    async def scenario() -> None:
+        async with (
+            FakeLlm(behaviour) as llm,
+            running_proxy(tmp_path, {"llm": llm_settings(llm.base_url)}) as proxy,
+        ):
+            await send(proxy, loghub_batch("HDFS"))
+            first = await proxy.analysis.run_once(time.time())
+            assert first.written and {r.id: r.rate for r in proxy.sampler.policy.patterns} == {chosen[0]: 0.1}
+            await send(proxy, loghub_batch("OpenSSH"), service="sshd")
+            second = await proxy.analysis.run_once(time.time() + 1)
+            assert (second.outcome, second.written) == ("llm", True) and len(llm.requests) == 2
+            policy = proxy.sampler.policy
+            assert {r.id: r.rate for r in policy.patterns} == {chosen[0]: 0.3}
+            assert "unknown" not in (policy.reasoning or "")
+
+    run(scenario)

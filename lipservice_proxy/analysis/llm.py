@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import openai
 from openai.types.chat import ChatCompletion
@@ -107,8 +107,11 @@ class LlmAdvisor:
     async def aclose(self) -> None:
         await self._client.close()
 
-    async def propose(self, messages: list[dict[str, str]], families: Sequence[Family]) -> Candidate | None:
-        """The model's candidate, or None (counted by outcome) when it cannot be had or trusted."""
+    async def propose(
+        self, messages: list[dict[str, str]], families: Sequence[Family], quiet: Collection[str] = ()
+    ) -> Candidate | None:
+        """The model's candidate, or None (counted by outcome) when it cannot be had or trusted.
+        `quiet`: ids of the quiet rules the prompt listed, which the answer may name too."""
         estimate = sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN + MAX_COMPLETION_TOKENS
         if not self.budget.allows(self._clock(), estimate):
             return self._fail("budget_exhausted", "the hourly LLM budget is used up")
@@ -137,7 +140,7 @@ class LlmAdvisor:
         except AnswerError as exc:
             return self._fail("invalid", f"invalid answer: {exc}")
         self._telemetry.llm_requests.labels("success").inc()
-        return answer_to_candidate(answer, families, self._config.model)
+        return answer_to_candidate(answer, families, self._config.model, quiet)
 
     async def _complete(self, messages: list[dict[str, str]]) -> ChatCompletion:
         adaptations = 0

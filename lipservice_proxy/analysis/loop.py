@@ -35,7 +35,7 @@ from .anomalies import DEFAULT_THRESHOLDS, Anomaly, Thresholds, detect
 from .clustering import ClusteringFailed, ClusteringSkipped, cluster_in_child, singletons
 from .guardrails import Candidate, KnownPattern, Limits, apply_guardrails
 from .heuristic import heuristic_candidate
-from .prompt import Family, PromptData, build_families, build_messages
+from .prompt import Family, PromptData, build_families, build_messages, quiet_rules_shown
 from .stats import IntervalSnapshot, PatternEntry, PatternStats, PatternVolume, pattern_volumes
 from .writer import PolicyWriter
 
@@ -231,11 +231,13 @@ class AnalysisLoop:
         self._anomalies = [(a, end) for a, end in self._anomalies if end > now]
 
     async def _known_patterns(self) -> dict[str, KnownPattern]:
-        """Every pattern in the stats with its rate under the policy in force, resolved in a worker
-        thread over a copy of the entry list (observe() may add entries meanwhile)."""
-        return await asyncio.to_thread(self._resolve_known, list(self._stats.entries()))
+        """Every pattern in the stats with its rate under the policy in force, and every pattern the
+        policy in force has a rule for (so a rule stays addressable while its pattern is quiet or
+        forgotten by the stats), resolved in a worker thread over a copy of the entry list
+        (observe() may add entries meanwhile)."""
+        return await asyncio.to_thread(self._resolve_known, list(self._stats.entries()), self._sampler.policy)
 
-    def _resolve_known(self, entries: list[PatternEntry]) -> dict[str, KnownPattern]:
+    def _resolve_known(self, entries: list[PatternEntry], policy: Policy) -> dict[str, KnownPattern]:
         known: dict[str, KnownPattern] = {}
         volumes: dict[str, int] = {}
         for entry in entries:
@@ -246,8 +248,11 @@ class AnalysisLoop:
                 known[entry.pattern_id] = KnownPattern(
                     entry.template, rates[level], has_rule=rules[level].endswith("pattern")
                 )
+        for rule in policy.patterns:
+            known.setdefault(rule.id, KnownPattern(rule.template, rule.rate))
         return {
-            pattern_id: replace(pattern, volume=volumes[pattern_id]) for pattern_id, pattern in known.items()
+            pattern_id: replace(pattern, volume=volumes.get(pattern_id, 0))
+            for pattern_id, pattern in known.items()
         }
 
     async def _candidate(
@@ -260,18 +265,22 @@ class AnalysisLoop:
         snapshot: IntervalSnapshot,
     ) -> tuple[Candidate, str]:
         if self._advisor is not None:
+            members = {m.pattern_id for family in families for m in family.members}
+            quiet = {pid: k for pid, k in known.items() if k.has_rule and pid not in members}
             data = PromptData(
                 families=families,
                 anomalies=anomalies,
                 policy=policy,
                 current_rates={pid: k.current_rate for pid, k in known.items()},
                 lines_seen={pid: k.volume for pid, k in known.items()},
+                quiet_rules=quiet,
                 duration=snapshot.duration,
                 kept=sum(w.kept for w in snapshot.patterns),
                 target_keep_ratio=self._config.target_keep_ratio,
                 limits=self._limits,
             )
-            candidate = await self._advisor.propose(build_messages(data), families)
+            shown = [pattern_id for pattern_id, _ in quiet_rules_shown(quiet)]
+            candidate = await self._advisor.propose(build_messages(data), families, shown)
             if candidate is not None:
                 return candidate, "llm"
         heuristic = await asyncio.to_thread(

@@ -15,7 +15,7 @@ that shape, is invalid as a whole: a model that tries to lower errors is not tru
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,11 +26,12 @@ from ..config import SEVERITY_NAMES
 from ..sampling.policy import Policy
 from .anomalies import Anomaly
 from .clustering import Clustering
-from .guardrails import Candidate, Limits, RateChange
+from .guardrails import Candidate, KnownPattern, Limits, RateChange
 from .redact import redact_names, redact_template
 from .stats import PatternVolume
 
 MAX_FAMILIES = 150
+MAX_QUIET_RULES = 100
 MAX_MEMBERS = 10
 MAX_TEMPLATE = 300
 SAMPLED_SEVERITIES = ("TRACE", "DEBUG", "INFO", "WARN")
@@ -53,7 +54,8 @@ limits.max_change_factor from `current_rate` per refresh.
 Answer with JSON only, matching the schema: `severity_rates` for TRACE, DEBUG, INFO and WARN (the \
 default for patterns you do not mention); `rates`, one entry per family or pattern you want to change, \
 with its `id` from the data (a family id applies to all its patterns; a pattern id overrides its \
-family), the new `rate` and a one-line `reason`; `reasoning`, two or three sentences on the policy \
+family; `quiet_rules` lists rules for patterns not seen this interval, which you may change by their \
+id too), the new `rate` and a one-line `reason`; `reasoning`, two or three sentences on the policy \
 as a whole."""
 
 ANSWER_SCHEMA: dict[str, Any] = {
@@ -143,6 +145,7 @@ class PromptData:
     policy: Policy
     current_rates: Mapping[str, float]  # pattern id -> the rate in force
     lines_seen: Mapping[str, int]  # pattern id -> lines seen under that id: how confirmed its words are
+    quiet_rules: Mapping[str, KnownPattern]  # patterns with a rule in force but no records this interval
     duration: float
     kept: int
     target_keep_ratio: float
@@ -202,6 +205,16 @@ def _document(data: PromptData) -> dict[str, Any]:
         },
         "families": families,
         "families_not_shown": max(0, len(data.families) - MAX_FAMILIES),
+        "quiet_rules": [
+            {
+                "id": pattern_id,
+                "template": redact_template(pattern.template, data.lines_seen.get(pattern_id, 0))[
+                    :MAX_TEMPLATE
+                ],
+                "current_rate": pattern.current_rate,
+            }
+            for pattern_id, pattern in quiet_rules_shown(data.quiet_rules)
+        ],
         "anomalies": [
             {
                 "kind": a.kind,
@@ -212,6 +225,11 @@ def _document(data: PromptData) -> dict[str, Any]:
             for a in data.anomalies
         ],
     }
+
+
+def quiet_rules_shown(quiet: Mapping[str, KnownPattern]) -> list[tuple[str, KnownPattern]]:
+    """The quiet rules the prompt lists: those of the most seen patterns first, bounded."""
+    return sorted(quiet.items(), key=lambda item: (-item[1].volume, item[0]))[:MAX_QUIET_RULES]
 
 
 def parse_answer(text: str | None) -> Answer:
@@ -225,10 +243,13 @@ def parse_answer(text: str | None) -> Answer:
         raise AnswerError(f"{exc.error_count()} problem(s), first at {where}: {first['msg']}") from None
 
 
-def answer_to_candidate(answer: Answer, families: Sequence[Family], model: str) -> Candidate:
-    """Family rates spread to their members, then pattern-level rates override them."""
+def answer_to_candidate(
+    answer: Answer, families: Sequence[Family], model: str, quiet: Collection[str] = ()
+) -> Candidate:
+    """Family rates spread to their members, then pattern-level rates override them. `quiet` are the
+    ids of the quiet rules the prompt listed: addressable like this interval's patterns."""
     by_family = {family.id: family for family in families}
-    members = {member.pattern_id for family in families for member in family.members}
+    members = {member.pattern_id for family in families for member in family.members} | set(quiet)
     rates: dict[str, RateChange] = {}
     for entry in answer.rates:
         family = by_family.get(entry.id)
