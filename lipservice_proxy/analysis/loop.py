@@ -16,7 +16,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +36,7 @@ from .clustering import ClusteringFailed, ClusteringSkipped, cluster_in_child, s
 from .guardrails import Candidate, KnownPattern, Limits, apply_guardrails
 from .heuristic import heuristic_candidate
 from .prompt import Family, PromptData, build_families, build_messages, quiet_rules_shown
+from .state import load_state, save_state, state_path
 from .stats import IntervalSnapshot, PatternEntry, PatternStats, PatternVolume, pattern_volumes
 from .writer import PolicyWriter
 
@@ -117,6 +118,10 @@ class AnalysisLoop:
         self._thresholds = thresholds
         self._limits = Limits(config.min_rate, config.max_rate_change_factor, bound_first_rules=not offline)
         self._writer = PolicyWriter(policy_path, config.history) if policy_path is not None else None
+        # offline (`analyze` over a file) there is no history to keep
+        self._state_path = state_path(policy_path) if policy_path is not None and not offline else None
+        if self._state_path is not None:
+            load_state(self._state_path, stats)
         self._advisor: LlmAdvisor | None = None
         if config.llm is not None:
             from .llm import LlmAdvisor  # the openai client (~20 MiB) only when an LLM is configured
@@ -143,10 +148,26 @@ class AnalysisLoop:
             await self.aclose()
 
     async def aclose(self) -> None:
+        await self.save_state()
         if self._advisor is not None:
             await self._advisor.aclose()
 
+    async def save_state(self) -> None:
+        """Write what the loop knows beside the policy (a failure is logged: the next pass retries)."""
+        if self._state_path is None:
+            return
+        taken = self._stats.state()  # on the event loop: observe() must not change the containers meanwhile
+        try:
+            await asyncio.to_thread(save_state, self._state_path, taken)
+        except OSError as exc:
+            log.error("analysis: cannot write its state to %s: %s", self._state_path, exc.strerror or exc)
+
     async def run_once(self, now: float) -> RunResult:
+        result = await self._pass(now)
+        await self.save_state()
+        return result
+
+    async def _pass(self, now: float) -> RunResult:
         # Closing the interval reads and resets the live stats, and boosting edits the running
         # sampler: those stay on the event loop. The rest is computed from the snapshot (or from
         # copies) in a worker thread. It is still GIL-bound, but a thread hands the GIL back every
@@ -154,7 +175,10 @@ class AnalysisLoop:
         # milliseconds, not the pass.
         snapshot = await asyncio.to_thread(self._stats.close_interval(now).snapshot)
         policy_in_force = self._sampler.policy
-        anomalies = await asyncio.to_thread(detect, snapshot, self._thresholds)
+        entries = list(self._stats.entries())
+        anomalies = await asyncio.to_thread(
+            detect, snapshot, self._thresholds, _known_before(snapshot, entries)
+        )
         self._boost(anomalies, policy_in_force, now)
         volumes = await asyncio.to_thread(pattern_volumes, snapshot)
         if not volumes:
@@ -341,6 +365,12 @@ class AnalysisLoop:
             ],
             "last_run": self.last_result.as_dict() if self.last_result else None,
         }
+
+
+def _known_before(snapshot: IntervalSnapshot, entries: list[PatternEntry]) -> Iterator[tuple[str, str]]:
+    """(service, template) of every pattern the stats held before the snapshot's interval."""
+    new = {(w.service, w.pattern_id) for w in snapshot.patterns if w.new}
+    return ((e.service, e.template) for e in entries if (e.service, e.pattern_id) not in new)
 
 
 def _same_rates(new: Policy, old: Policy) -> bool:
