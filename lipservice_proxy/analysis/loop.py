@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -31,7 +32,8 @@ from ..sampling.policy import Policy
 from ..sampling.severity import ERROR, INFO
 from ..sampling.store import PolicyStore
 from ..telemetry import Telemetry
-from .anomalies import DEFAULT_THRESHOLDS, Anomaly, Thresholds, detect
+from .anomalies import DEFAULT_THRESHOLDS, NEW_PATTERN, Anomaly, Thresholds, detect
+from .budget import KIND_RANK, BoostRequest, Plan, plan_boosts
 from .clustering import ClusteringFailed, ClusteringSkipped, cluster_in_child, singletons
 from .guardrails import Candidate, KnownPattern, Limits, apply_guardrails
 from .heuristic import heuristic_candidate
@@ -128,15 +130,22 @@ class AnalysisLoop:
 
             self._advisor = LlmAdvisor(config.llm, telemetry, environ, clock)
         self._anomalies: list[tuple[Anomaly, float]] = []  # with the time their boost ends
+        self._granted: dict[str, BoostRequest] = {}  # the boosts the budget admitted, by pattern id
         self._families: dict[str, str] = {}  # pattern id -> family id, from the last pass
         self.last_result: RunResult | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run a pass every interval until `stop` is set; a failing pass is logged and counted."""
+        """Run a pass every interval until `stop` is set; a failing pass is logged and counted.
+
+        Passes start on a fixed grid (start + k * interval, on the monotonic clock), so the time a
+        pass takes does not push the next one back; a pass that overruns whole intervals skips
+        those ticks rather than running passes back to back."""
+        interval = self._config.interval
+        tick = time.monotonic() + interval
         try:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=self._config.interval)
+                    await asyncio.wait_for(stop.wait(), timeout=max(0.0, tick - time.monotonic()))
                 if stop.is_set():
                     break
                 try:
@@ -144,6 +153,7 @@ class AnalysisLoop:
                 except Exception:  # the loop must outlive one bad pass
                     log.exception("analysis pass failed")
                     self._telemetry.analysis_runs.labels("error").inc()
+                tick = next_tick(tick, interval, time.monotonic())
         finally:
             await self.aclose()
 
@@ -179,7 +189,8 @@ class AnalysisLoop:
         anomalies = await asyncio.to_thread(
             detect, snapshot, self._thresholds, _known_before(snapshot, entries)
         )
-        self._boost(anomalies, policy_in_force, now)
+        plan = await asyncio.to_thread(self._plan_boosts, anomalies, policy_in_force, snapshot, now)
+        self._apply_boosts(anomalies, plan, now)
         volumes = await asyncio.to_thread(pattern_volumes, snapshot)
         if not volumes:
             return self._finish(RunResult("skipped", None, False, tuple(anomalies), 0, 0, 0, "no records"))
@@ -241,15 +252,64 @@ class AnalysisLoop:
         self.last_result = result
         return result
 
-    def _boost(self, anomalies: list[Anomaly], policy: Policy, now: float) -> None:
-        boost = policy.anomaly_boost
-        until = now + boost.duration
+    def _plan_boosts(
+        self, anomalies: list[Anomaly], policy: Policy, snapshot: IntervalSnapshot, now: float
+    ) -> Plan:
+        """The boosts to run from now: those running and those the anomalies ask for, within the
+        budget (budget.py). Read-only, so it runs in a worker thread; `_apply_boosts` applies it."""
+        settings = policy.anomaly_boost
+        requests = {pid: r for pid, r in self._granted.items() if r.until > now}
+        for anomaly in anomalies:
+            duration = settings.new_pattern_duration if anomaly.kind == NEW_PATTERN else settings.duration
+            for pattern_id in anomaly.pattern_ids:
+                asked = BoostRequest(
+                    pattern_id,
+                    anomaly.kind,
+                    settings.rate,
+                    now + duration,
+                    f"{anomaly.kind}: {anomaly.message}",
+                )
+                running = requests.get(pattern_id)
+                requests[pattern_id] = asked if running is None else _merged(running, asked)
+        costs = self._boost_costs(snapshot, set(requests), settings.rate)
+        budget = settings.max_share * snapshot.received / snapshot.duration
+        return plan_boosts((replace(r, cost=costs.get(r.pattern_id, 0.0)) for r in requests.values()), budget)
+
+    def _boost_costs(
+        self, snapshot: IntervalSnapshot, pattern_ids: set[str], rate: float
+    ) -> dict[str, float]:
+        """Per pattern, the sampled records per second a boost to `rate` would keep on top."""
+        costs: dict[str, float] = {}
+        for window in snapshot.patterns:
+            if window.pattern_id not in pattern_ids:
+                continue
+            rates, _ = self._sampler.resolve(window.service, window.pattern_id, window.template)
+            extra = sum(n * max(0.0, rate - r) for n, r in zip(window.counts[:ERROR], rates, strict=False))
+            costs[window.pattern_id] = costs.get(window.pattern_id, 0.0) + extra / snapshot.duration
+        return costs
+
+    def _apply_boosts(self, anomalies: list[Anomaly], plan: Plan, now: float) -> None:
+        boosts = self._sampler.boosts
+        for request in plan.declined:
+            if request.running:
+                boosts.end(request.pattern_id)
+            self._telemetry.boosts_declined.labels(request.kind).inc()
+        for request in plan.admitted:
+            boosts.boost(request.pattern_id, request.rate, request.until, request.reason)
+        self._granted = {r.pattern_id: replace(r, running=True) for r in plan.admitted}
+        if plan.declined:
+            log.info(
+                "anomaly boosts: %d declined or ended, the budget of %.1f records/s (anomaly_boost.max_share)"
+                " is spent by %d boosts",
+                len(plan.declined),
+                plan.budget,
+                len(plan.admitted),
+            )
         for anomaly in anomalies:
             self._telemetry.anomalies.labels(anomaly.kind).inc()
-            for pattern_id in anomaly.pattern_ids:
-                self._sampler.boosts.boost(
-                    pattern_id, boost.rate, until, f"{anomaly.kind}: {anomaly.message}"
-                )
+            until = max(
+                (self._granted[p].until for p in anomaly.pattern_ids if p in self._granted), default=now
+            )
             self._anomalies.append((anomaly, until))
             log.warning("anomaly %s in %s: %s", anomaly.kind, anomaly.service, anomaly.message)
         self._anomalies = [(a, end) for a, end in self._anomalies if end > now]
@@ -365,6 +425,17 @@ class AnalysisLoop:
             ],
             "last_run": self.last_result.as_dict() if self.last_result else None,
         }
+
+
+def next_tick(tick: float, interval: float, now: float) -> float:
+    """The first tick of the grid `tick + k * interval` (k >= 1) that is still ahead of `now`."""
+    return tick + interval * max(1, math.floor((now - tick) / interval) + 1)
+
+
+def _merged(running: BoostRequest, asked: BoostRequest) -> BoostRequest:
+    """One request per pattern: the higher-ranked kind (and its reason), the later deadline."""
+    better = asked if KIND_RANK[asked.kind] < KIND_RANK[running.kind] else running
+    return replace(better, until=max(running.until, asked.until), running=running.running)
 
 
 def _known_before(snapshot: IntervalSnapshot, entries: list[PatternEntry]) -> Iterator[tuple[str, str]]:
