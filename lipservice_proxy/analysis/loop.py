@@ -84,7 +84,8 @@ class RunResult:
         }
 
 
-def _iso(timestamp: float) -> str:
+def iso_time(timestamp: float) -> str:
+    """A Unix time as an ISO 8601 UTC text with microseconds, as the admin API shows times."""
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -411,16 +412,16 @@ class AnalysisLoop:
                     "rule": "boost" if boost else rules[level],
                     "anomaly": entry.pattern_id in kinds,
                     "anomaly_kind": kinds.get(entry.pattern_id),
-                    "first_seen": _iso(entry.first_seen),
-                    "last_seen": _iso(entry.last_seen),
+                    "first_seen": iso_time(entry.first_seen),
+                    "last_seen": iso_time(entry.last_seen),
                 }
             )
         return {
             "patterns": patterns,
             "total_patterns": len(self._stats),
-            "anomalies": [{**anomaly.as_dict(), "until": _iso(end)} for anomaly, end in active],
+            "anomalies": [{**anomaly.as_dict(), "until": iso_time(end)} for anomaly, end in active],
             "boosts": [
-                {"pattern_id": b.pattern_id, "rate": b.rate, "until": _iso(b.until), "reason": b.reason}
+                {"pattern_id": b.pattern_id, "rate": b.rate, "until": iso_time(b.until), "reason": b.reason}
                 for b in boosts
             ],
             "last_run": self.last_result.as_dict() if self.last_result else None,
