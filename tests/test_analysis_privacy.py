@@ -151,12 +151,12 @@ def ordinary(piece: str, allowed: str) -> bool:
     return piece.lower() in allowed
 
 
-PATTERN_ID = re.compile(r"\b[0-9a-f]{16}\b")  # hashes of masked templates: digits never reach them
+PATTERN_ID = re.compile(r"\b[0-9a-f]{16}\b")  # a hash of a template: the prompt shows aliases instead
 
 
 def leaks(body: str, corpus: Corpus, allowed: str) -> list[str]:
-    body = PATTERN_ID.sub("", body)
-    found = [value for value in corpus.planted if value in body]
+    found = PATTERN_ID.findall(body)
+    found += [value for value in corpus.planted if value in body]
     for secret in corpus.secrets:
         for size in range(4, len(secret) + 1):
             for start in range(len(secret) - size + 1):

@@ -37,7 +37,7 @@ from .budget import KIND_RANK, BoostRequest, Plan, plan_boosts
 from .clustering import ClusteringFailed, ClusteringSkipped, cluster_in_child, singletons
 from .guardrails import Candidate, KnownPattern, Limits, apply_guardrails
 from .heuristic import heuristic_candidate
-from .prompt import Family, PromptData, build_families, build_messages, quiet_rules_shown
+from .prompt import Family, PromptData, build_families, build_prompt
 from .state import load_state, save_state, state_path
 from .stats import IntervalSnapshot, PatternEntry, PatternStats, PatternVolume, pattern_volumes
 from .writer import PolicyWriter
@@ -364,8 +364,7 @@ class AnalysisLoop:
                 target_keep_ratio=self._config.target_keep_ratio,
                 limits=self._limits,
             )
-            shown = [pattern_id for pattern_id, _ in quiet_rules_shown(quiet)]
-            candidate = await self._advisor.propose(build_messages(data), families, shown)
+            candidate = await self._advisor.propose(build_prompt(data))
             if candidate is not None:
                 return candidate, "llm"
         heuristic = await asyncio.to_thread(
