@@ -220,6 +220,7 @@ def test_variable_looking_tokens_are_masked_however_often_seen() -> None:
         "token ZqWfTrXpLmNb in use": "token <*> in use",
         "mail to bob@example.org sent": "mail to <*> sent",
         "user José logged in": "user <*> logged in",
+        "user Дмитрий logged in": "user <*> logged in",
         "code:Xk<NUM> returned": "code:<*> returned",
     }
     for template, sent in cases.items():

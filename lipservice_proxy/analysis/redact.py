@@ -43,8 +43,9 @@ _PLACEHOLDER_NAMES: Final = frozenset((*PLACEHOLDERS, WILDCARD, "<EMPTY>", "<BOO
 _PLACEHOLDER: Final = re.compile(
     "|".join(re.escape(p) for p in sorted(_PLACEHOLDER_NAMES, key=len, reverse=True))
 )
-# whole templates the engine makes for bodies without words: bytes length classes
 _PLACEHOLDER_ENDS: Final = tuple(_PLACEHOLDER_NAMES)
+_LETTER_OR_DIGIT: Final = re.compile(r"[^\W_]")  # in any script
+# whole templates the engine makes for bodies without words: bytes length classes
 _FIXED_TEMPLATE: Final = re.compile(r"<BYTES \d+(?:-\d+)?>")
 _OPEN: Final = "([{\"'<"
 _CLOSE: Final = ")]}\"',.;:!?>"
@@ -98,8 +99,8 @@ SAFE_WORDS: Final = frozenset(_VOCABULARY.split())
 
 
 def _is_placeholder_text(text: str) -> bool:
-    """True when `text` is nothing but placeholders and punctuation."""
-    return not _PLACEHOLDER.sub("", text) or not re.sub(r"[^A-Za-z0-9]", "", _PLACEHOLDER.sub("", text))
+    """True when `text` is nothing but placeholders and punctuation (no letter or digit of any script)."""
+    return not _LETTER_OR_DIGIT.search(_PLACEHOLDER.sub("", text))
 
 
 def _word_shaped(word: str) -> bool:
