@@ -28,6 +28,7 @@ from lipservice_proxy.analysis.loop import AnalysisLoop
 from lipservice_proxy.analysis.stats import PatternStats
 from lipservice_proxy.config import AnalysisConfig
 from lipservice_proxy.patterns import PatternEngine
+from lipservice_proxy.sampling.decision import BatchOutcome
 from lipservice_proxy.sampling.policy import Policy
 from lipservice_proxy.sampling.sampler import Sampler
 from lipservice_proxy.sampling.store import PolicyStore
@@ -146,7 +147,7 @@ async def replay_cold_start(
     return ColdStart(rate, seconds, interval, passes, tuple(timeline))
 
 
-def outcome_boosted(outcome, sampler: Sampler, now: float) -> list[int]:  # type: ignore[no-untyped-def]
+def outcome_boosted(outcome: BatchOutcome, sampler: Sampler, now: float) -> list[int]:
     """Records of this second kept because of a boost: sampled (below ERROR) records of boosted patterns,
     minus what the pattern's own rate would have kept (an estimate: the rate times the records)."""
     counted = []
