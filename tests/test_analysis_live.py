@@ -62,7 +62,7 @@ def counted(proxy: Proxy, kind: str, severities: tuple[str, ...] | None = None) 
 
 @pytest.mark.parametrize(
     ("rate", "seconds", "compression", "target"),
-    [(50, 150, 10, 0.30), (1000, 90, 5, 0.15)],
+    [(50, 150, 5, 0.30), (1000, 90, 5, 0.15)],
     ids=["50-per-second", "1000-per-second"],
 )
 def test_a_live_cold_start_settles_within_target(
