@@ -274,6 +274,12 @@ class Telemetry:
             ["kind"],
             registry=r,
         )
+        self.boosts_declined = Counter(
+            "lipservice_boosts_declined_total",
+            "Anomaly boosts declined or ended early because anomaly_boost.max_share was spent, by kind.",
+            ["kind"],
+            registry=r,
+        )
 
         # fleet mode and worker processes (lipservice_proxy/fleet)
         self.fleet_reports_sent = Counter(

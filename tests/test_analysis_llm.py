@@ -20,6 +20,7 @@ import pytest
 import yaml
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
+from lipservice_proxy.analysis.guardrails import rate_outcome
 from lipservice_proxy.analysis.prompt import SYSTEM_PROMPT
 from lipservice_proxy.config import load_config
 from lipservice_proxy.sampling.policy import load_policy
@@ -147,11 +148,12 @@ def test_a_good_answer_becomes_the_policy_in_force(tmp_path: Path) -> None:
             assert (policy.version, policy.generated_by) == (2, f"llm:{MODEL}")
             assert policy.reasoning is not None and policy.reasoning.startswith("halve the noise")
             assert policy.severity_rates["INFO"] == 0.1
-            before = current_rates(llm.requests[0])
-            assert {rule.id: rule.rate for rule in policy.patterns} == {
-                pid: r / 2 for pid, r in before.items()
-            }
-            assert all(rule.reason == f"set to {rule.rate}" for rule in policy.patterns)
+            before = current_rates(llm.requests[0])  # by the prompt's aliases, not pattern ids
+            assert all(alias == f"p{n}" for n, alias in enumerate(before, 1))
+            assert sorted(rule.rate for rule in policy.patterns) == sorted(r / 2 for r in before.values())
+            assert all(
+                rule.reason == f"set to {rule.rate}: {rate_outcome(rule.rate)}" for rule in policy.patterns
+            )
             assert proxy.sampler.policy == policy
             assert proxy.policy_store.current.version == 2
             assert metric(proxy, "lipservice_policy_version") == 2
@@ -171,7 +173,8 @@ def test_a_good_answer_becomes_the_policy_in_force(tmp_path: Path) -> None:
             patterns = await admin_json(proxy, "/api/v1/patterns?limit=5")
             assert len(patterns["patterns"]) == 5
             top = patterns["patterns"][0]
-            assert top["rule"] == "pattern" and top["rate"] == before[top["id"]] / 2 and top["received"] > 0
+            rule = next(r for r in policy.patterns if r.id == top["id"])
+            assert top["rule"] == "pattern" and top["rate"] == rule.rate and top["received"] > 0
             assert patterns["last_run"]["outcome"] == "llm"
 
     run(scenario)
@@ -360,6 +363,7 @@ def test_a_log_line_carrying_instructions_is_only_quoted_data(tmp_path: Path, ob
                 "current_policy",
                 "families",
                 "families_not_shown",
+                "quiet_rules",
                 "anomalies",
             }
             templates = [p["template"] for f in document["families"] for p in f["patterns"]]
@@ -390,3 +394,35 @@ def test_a_missing_api_key_is_a_clear_config_error(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="NO_SUCH_KEY"):
         Proxy(config, environ={})
+
+
+def test_a_rule_stays_addressable_while_its_pattern_is_quiet(tmp_path: Path) -> None:
+    """Pass 1 sets a rule for an HDFS pattern; in pass 2 only OpenSSH logs arrive, the prompt lists
+    the HDFS rule among `quiet_rules`, and an answer naming it changes it (it is not an unknown id)."""
+
+    def behaviour(request: dict[str, Any]) -> Reply:
+        quiet = user_document(request)["quiet_rules"]
+        if not quiet:  # pass 1: one rule
+            return Reply(answer({next(iter(current_rates(request))): 0.1}))
+        (rule,) = quiet  # pass 2: that rule, quiet now, under this prompt's alias for it
+        assert rule["current_rate"] == 0.1
+        return Reply(answer({rule["id"]: 0.3}))
+
+    async def scenario() -> None:
+        async with (
+            FakeLlm(behaviour) as llm,
+            running_proxy(tmp_path, {"llm": llm_settings(llm.base_url)}) as proxy,
+        ):
+            await send(proxy, loghub_batch("HDFS"))
+            first = await proxy.analysis.run_once(time.time())
+            assert first.written
+            (ruled,) = [(r.id, r.rate) for r in proxy.sampler.policy.patterns]
+            assert ruled[1] == 0.1
+            await send(proxy, loghub_batch("OpenSSH"), service="sshd")
+            second = await proxy.analysis.run_once(time.time() + 1)
+            assert (second.outcome, second.written) == ("llm", True) and len(llm.requests) == 2
+            policy = proxy.sampler.policy
+            assert [(r.id, r.rate) for r in policy.patterns] == [(ruled[0], 0.3)]
+            assert "unknown" not in (policy.reasoning or "")
+
+    run(scenario)

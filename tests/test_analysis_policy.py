@@ -146,6 +146,43 @@ def test_guardrails_hold_against_a_hostile_candidate() -> None:
     assert "ERROR and FATAL at 1.0 (2 proposals to lower them ignored)" in (policy.reasoning or "")
 
 
+def test_reasons_are_written_for_the_rate_the_guardrails_leave() -> None:
+    known = {
+        "quiet": KnownPattern("quiet <NUM>", 0.001),
+        "busy": KnownPattern("busy <NUM>", 1.0),
+        "boosted": KnownPattern("boosted <NUM>", 0.5),
+        "free": KnownPattern("free <NUM>", 0.1),
+    }
+    candidate = Candidate(
+        "heuristic",
+        "x",
+        {},
+        {
+            "quiet": RateChange(1.0, "rare: 1 records"),
+            "busy": RateChange(0.004, "40.0% of records"),
+            "boosted": RateChange(0.05, "10.0% of records"),
+            "free": RateChange(0.05, "2.0% of records"),
+        },
+    )
+    policy = apply_guardrails(
+        candidate, current_policy(), known, {"boosted"}, LIMITS, version=8, generated_at=NOW
+    )
+    reasons = {rule.id: (rule.rate, rule.reason) for rule in policy.patterns}
+    assert reasons["quiet"] == (
+        0.004,
+        "rare: 1 records: keep about 1 in 250 (proposed 1; limited by the per-refresh change bound or"
+        " [min_rate, 1])",
+    )
+    assert reasons["busy"][0] == 0.25 and reasons["busy"][1].startswith(
+        "40.0% of records: keep about 1 in 4 ("
+    )
+    assert reasons["boosted"] == (
+        0.5,
+        "10.0% of records: keep about 1 in 2 (proposed 0.05; held: its anomaly boost is active)",
+    )
+    assert reasons["free"] == (0.05, "2.0% of records: keep about 1 in 20")
+
+
 def test_rates_never_fall_below_min_rate_over_many_refreshes() -> None:
     policy = current_policy()
     for version in range(8, 30):

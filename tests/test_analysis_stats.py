@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import orjson
 import pytest
 
 from lipservice_proxy.analysis.anomalies import ERROR_SURGE, NEW_PATTERN, SPIKE, Thresholds, detect, surprise
-from lipservice_proxy.analysis.stats import Ema, PatternStats, pattern_volumes
+from lipservice_proxy.analysis.stats import Ema, PatternStats, pattern_volumes, state_document
 from lipservice_proxy.sampling.decision import BatchOutcome, PatternTally
 
 INTERVAL = 300.0
@@ -175,3 +176,34 @@ def test_new_patterns_per_pass_are_capped_errors_first() -> None:
     anomalies = detect(stats.roll(2 * INTERVAL), Thresholds(max_new_patterns=10))
     assert len(anomalies) == 10
     assert anomalies[0].pattern_ids == ("n-err",)
+
+
+def test_a_template_that_only_generalises_a_known_one_is_not_news() -> None:
+    stats = PatternStats()
+    known = BatchOutcome()
+    known.patterns[("web", "alice", "INFO")] = PatternTally("User alice logged in from <IP>", 10, 5, 100, 50)
+    stats.observe(known, 0.0)
+    stats.roll(INTERVAL)
+    later = BatchOutcome()
+    later.patterns[("web", "any", "INFO")] = PatternTally("User <*> logged in from <IP>", 10, 5, 100, 50)
+    later.patterns[("web", "out", "INFO")] = PatternTally("User <*> logged out from <IP>", 10, 5, 100, 50)
+    later.patterns[("db", "any", "INFO")] = PatternTally("User <*> logged in from <IP>", 10, 5, 100, 50)
+    stats.observe(later, INTERVAL + 1)
+    snapshot = stats.roll(2 * INTERVAL)
+    known_templates = [("web", "User alice logged in from <IP>")]
+    flagged = {(a.service, a.pattern_ids) for a in detect(snapshot, known=known_templates)}
+    # another statement, and the same statement in another service, are news; the generalisation is not
+    assert flagged == {("web", ("out",)), ("db", ("any",))}
+
+
+def test_state_round_trips_patterns_and_baselines() -> None:
+    stats = PatternStats()
+    steady(stats, 3, {("web", "p1", "INFO"): 100, ("web", "p2", "ERROR"): 10})
+    document = state_document(*stats.state())
+    restored = PatternStats()
+    assert restored.restore(orjson.loads(orjson.dumps(document))) == 2
+    before = {(e.service, e.pattern_id): (e.counts, e.rate.mean, e.rate.samples) for e in stats.entries()}
+    after = {(e.service, e.pattern_id): (e.counts, e.rate.mean, e.rate.samples) for e in restored.entries()}
+    assert after == before
+    restored.observe(outcome({("web", "p3", "INFO"): 5, ("web", "p1", "INFO"): 10}), 4 * INTERVAL)
+    assert [a.pattern_ids for a in detect(restored.roll(5 * INTERVAL))] == [("p3",)]  # only the unknown

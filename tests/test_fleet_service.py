@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -20,10 +21,13 @@ import pytest
 import yaml
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from lipservice_proxy.config import ProxyConfig, load_config
+from lipservice_proxy.config import ProxyConfig, RetrySettings, load_config
 from lipservice_proxy.errors import ConfigError
+from lipservice_proxy.exporters.retry import Backoff
+from lipservice_proxy.fleet import client as fleet_client
 from lipservice_proxy.fleet import policy_pb2 as pb
 from lipservice_proxy.fleet.analyzer import Analyzer
+from lipservice_proxy.fleet.client import reconnect_delay
 from lipservice_proxy.fleet.server import REPORT_METHOD, WATCH_METHOD
 from lipservice_proxy.patterns import PatternEngine
 from lipservice_proxy.service import Proxy
@@ -183,7 +187,7 @@ def test_policy_and_boosts_reach_every_sampler_and_reports_add_up(tmp_path: Path
     run(scenario)
 
 
-def test_without_the_analyzer_samplers_keep_its_policy_and_count_the_reports_they_drop(
+def test_without_the_analyzer_samplers_keep_its_policy_and_resend_the_reports_it_missed(
     tmp_path: Path,
 ) -> None:
     write_policy(tmp_path / "analyzer" / "operator.yaml", 4)
@@ -202,18 +206,56 @@ def test_without_the_analyzer_samplers_keep_its_policy_and_count_the_reports_the
                 await send(sampler, 100)
                 await sink.wait_for_records(1)
                 await async_wait_until(
-                    lambda: metric(sampler, "lipservice_fleet_reports_sent_total", outcome="failed") >= 1,
-                    what="a report dropped and counted",
+                    lambda: sampler.fleet is not None and sampler.fleet.status()["reports_pending"] >= 2,
+                    what="reports kept for resending while the channel backs off",
                 )
                 assert sampler.sampler.policy.version == 4  # the last policy received, not the local v1
 
                 async with running(Analyzer(analyzer_config(tmp_path / "analyzer", port=port))) as second:
                     await async_wait_until(lambda: sampler.fleet is not None and sampler.fleet.connected)
-                    await async_wait_until(lambda: "s1" in second.book, what="reports to the new analyzer")
                     await send(sampler, 50, seed=3)
-                    await async_wait_until(lambda: received_by(second) == 50, what="the new analyzer's stats")
+                    # the 100 records reported while the analyzer was away arrive too
+                    await async_wait_until(
+                        lambda: received_by(second) == 150, what="the new analyzer's stats"
+                    )
+                    assert sampler.fleet is not None and sampler.fleet.status()["reports_pending"] == 0
+                    assert metric(sampler, "lipservice_fleet_reports_sent_total", outcome="failed") == 0
+                    roster = {entry["sampler_id"]: entry for entry in second.fleet_view()["samplers"]}
+                    assert roster["s1"]["missed_reports"] == 0
 
     run(scenario)
+
+
+def unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_reports_pending_past_the_bound_are_dropped_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fleet_client, "MAX_PENDING_REPORTS", 3)
+
+    async def scenario() -> None:
+        async with OtlpSink() as sink:
+            port = unused_port()  # no analyzer there: every report fails
+            async with running(Proxy(sampler_config(tmp_path, port, sink, "s1"), role="sampler")) as sampler:
+                await send(sampler, 100)
+                await async_wait_until(
+                    lambda: metric(sampler, "lipservice_fleet_reports_sent_total", outcome="failed") >= 2,
+                    what="the oldest pending reports dropped and counted",
+                )
+                assert sampler.fleet is not None and sampler.fleet.status()["reports_pending"] <= 3
+
+    run(scenario)
+
+
+def test_reconnect_jitter_never_waits_past_the_maximum() -> None:
+    settings = RetrySettings(initial_interval=0.5, max_interval=10.0, multiplier=2.0)
+    highest = Backoff(settings, rng=lambda: 0.999)  # the top of the jitter range, every time
+    waits = [reconnect_delay(highest, 10.0) for _ in range(12)]
+    assert max(waits) == 10.0 and waits[0] > 0.5  # jittered up, but capped
 
 
 def test_admin_views_of_a_sampler_and_the_analyzer(tmp_path: Path) -> None:
@@ -248,6 +290,16 @@ def test_admin_views_of_a_sampler_and_the_analyzer(tmp_path: Path) -> None:
                 )
                 assert (pattern["rate"], pattern["rule"]) == (rates[level], rules[level])
             assert sum(p["received"] for p in sampler.patterns_view(1000)["patterns"]) == 300
+            # a boost from the analyzer shows as what it is: the pattern kept at the boost's rate
+            boosted = view["patterns"][0]["id"]
+            analyzer.feed.boosts.boost(boosted, 1.0, time.time() + 60, "spike: test")
+            await async_wait_until(
+                lambda: sampler.sampler.boosts.rate(boosted, time.time()) == 1.0,
+                what="the boost on the sampler",
+            )
+            shown = next(p for p in sampler.patterns_view(5)["patterns"] if p["id"] == boosted)
+            assert (shown["rate"], shown["rule"]) == (1.0, "boost")
+            assert [b["pattern_id"] for b in sampler.patterns_view(5)["boosts"]] == [boosted]
             for service in (sampler, analyzer):
                 status, page = await get(service, "/")
                 assert status == 200 and "Policy in force" in page

@@ -5,17 +5,22 @@ noise is at least Poisson's sqrt(expected), so a perfectly steady pattern does n
 variance that makes any wobble infinite), a ratio floor over the expected count, and a minimum
 number of records, so a pattern going from 1 to 4 records never fires. Spikes and surges need a
 baseline of a few intervals; a new pattern needs the stats to have closed one interval already
-(at start-up every pattern is new, and none is news).
+(at start-up every pattern is new, and none is news), and a new id that only generalises or
+specialises a template the stats already know for that service (the engine learned a constant was
+a parameter, or a restarted engine has not learned it yet) is the same statement, not news.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .stats import IntervalSnapshot
+from ..patterns.masking import token_kind
+from ..patterns.template import accepts
+from .stats import IntervalSnapshot, PatternWindow
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +35,7 @@ class Thresholds:
     min_baseline_intervals: int = 2
     max_patterns_per_anomaly: int = 100  # an error surge boosts at most this many of the service's patterns
     max_new_patterns: int = 100  # per pass; a deploy that changes every line is one event, not thousands
+    max_relative_checks: int = 2000  # known templates compared with one new pattern, at most
 
 
 DEFAULT_THRESHOLDS = Thresholds()
@@ -74,14 +80,51 @@ def _unusual(count: int, expected: float, score: float, thresholds: Thresholds) 
     )
 
 
-def detect(snapshot: IntervalSnapshot, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> list[Anomaly]:
-    """Every anomaly of the interval `snapshot` describes, spikes first."""
+def _tokens(template: str) -> tuple[list[str], list[int]]:
+    tokens = template.split()
+    return tokens, [token_kind(token) for token in tokens]
+
+
+def _related(a: tuple[list[str], list[int]], b: tuple[list[str], list[int]]) -> bool:
+    """True when, token by token, one template accepts the other's token (in either direction)."""
+    return all(
+        accepts(x, x_kind, y, y_kind) or accepts(y, y_kind, x, x_kind)
+        for x, x_kind, y, y_kind in zip(a[0], a[1], b[0], b[1], strict=True)
+    )
+
+
+def relatives(
+    new: Iterable[PatternWindow], known: Iterable[tuple[str, str]], max_checks: int
+) -> set[tuple[str, str]]:
+    """The (service, pattern id) of each new window whose template is a generalisation or a
+    specialisation of a known (service, template) of the same length."""
+    index: dict[tuple[str, int], list[tuple[list[str], list[int]]]] = {}
+    for service, template in known:
+        tokens = _tokens(template)
+        index.setdefault((service, len(tokens[0])), []).append(tokens)
+    found = set()
+    for window in new:
+        tokens = _tokens(window.template)
+        candidates = index.get((window.service, len(tokens[0])), [])[:max_checks]
+        if any(_related(tokens, other) for other in candidates):
+            found.add((window.service, window.pattern_id))
+    return found
+
+
+def detect(
+    snapshot: IntervalSnapshot,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    known: Iterable[tuple[str, str]] = (),
+) -> list[Anomaly]:
+    """Every anomaly of the interval `snapshot` describes, spikes first. `known`: the (service,
+    template) pairs the stats held before the interval, so relatives of them are not news."""
     duration, now = snapshot.duration, snapshot.end
     anomalies: list[Anomaly] = []
-    new_patterns = []
+    fresh = [window for window in snapshot.patterns if window.new]
+    familiar = relatives(fresh, known, thresholds.max_relative_checks) if fresh else set()
+    new_patterns = [w for w in fresh if (w.service, w.pattern_id) not in familiar]
     for window in snapshot.patterns:
         if window.new:
-            new_patterns.append(window)
             continue
         if window.baseline_intervals < thresholds.min_baseline_intervals:
             continue

@@ -16,7 +16,7 @@ killed if it overruns; the long-running process never imports scikit-learn.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -113,23 +113,31 @@ async def cluster_in_child(templates: Sequence[str], *, headroom: int | None = N
             f"clustering skipped: {headroom // 2**20} MiB left under the container's memory limit, "
             f"the clustering process needs ~{CHILD_MEMORY_BYTES // 2**20} MiB"
         )
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        __name__,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    # The child is spawned by the standard library in a worker thread, not by the event loop:
+    # uvloop's subprocess support forks, and a fork() runs gRPC's fork handlers, which print a
+    # non-JSON line to stderr ("Other threads are currently calling into gRPC, skipping fork()
+    # handlers") while the receivers are busy. subprocess with close_fds=False uses posix_spawn
+    # (a vfork-style clone that runs no fork handlers); Python opens its descriptors
+    # non-inheritable, so none leaks into the child.
+    child = await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, "-m", __name__],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        close_fds=False,
     )
     try:
-        output, errors = await asyncio.wait_for(
-            child.communicate(orjson.dumps(list(templates))), CHILD_TIME_LIMIT
+        output, errors = await asyncio.to_thread(
+            child.communicate, orjson.dumps(list(templates)), CHILD_TIME_LIMIT
         )
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            child.kill()
-        await child.wait()
+    except subprocess.TimeoutExpired:
+        child.kill()
+        await asyncio.to_thread(child.communicate)
         raise ClusteringFailed(f"clustering took longer than {CHILD_TIME_LIMIT:g}s") from None
+    except asyncio.CancelledError:  # the proxy is stopping: the child must not outlive the pass
+        child.kill()
+        raise
     if child.returncode != 0:
         last_line = errors.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
         raise ClusteringFailed(f"clustering exited with {child.returncode}: {last_line[0]}")

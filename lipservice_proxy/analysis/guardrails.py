@@ -36,7 +36,12 @@ MAX_REASONING = 20_000
 @dataclass(frozen=True, slots=True)
 class RateChange:
     rate: float
-    reason: str
+    reason: str  # why this rate; what the rate means is written by the guardrails, after bounding it
+
+
+def rate_outcome(rate: float) -> str:
+    """What a rate does, in words."""
+    return "kept in full" if rate >= 1.0 else f"keep about 1 in {1 / rate:.0f}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,14 +149,16 @@ def apply_guardrails(
         bounded = limits.bound(change.rate, pattern.current_rate, has_rule=pattern.has_rule)
         report.unbounded_first_rules += not pattern.has_rule and not limits.bound_first_rules
         rate = _limited(bounded, change.rate, report)
+        why = "" if rate == change.rate else "limited by the per-refresh change bound or [min_rate, 1]"
         if pattern_id in boosted and rate < pattern.current_rate:
             rate = pattern.current_rate
             report.held_by_boost += 1
+            why = "held: its anomaly boost is active"
         rules[pattern_id] = {
             "id": pattern_id,
             "template": pattern.template[:4096],
             "rate": rate,
-            "reason": change.reason[:MAX_REASON] or None,
+            "reason": _reason(change, rate, why),
         }
 
     # rules the candidate did not touch carry over; those of patterns still seen go first
@@ -172,6 +179,13 @@ def apply_guardrails(
         patterns=patterns[:MAX_RULES],
     )
     return Policy.model_validate(data)
+
+
+def _reason(change: RateChange, rate: float, why: str) -> str:
+    """The rule's reason, written for the rate it ends with (not the one proposed)."""
+    proposed = f" (proposed {change.rate:.4g}; {why})" if why else ""
+    reason = change.reason.strip()[: MAX_REASON - 80]
+    return f"{reason}: {rate_outcome(rate)}{proposed}" if reason else f"{rate_outcome(rate)}{proposed}"
 
 
 def _limited(rate: float, proposed: float, report: GuardrailReport) -> float:

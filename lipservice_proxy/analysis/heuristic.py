@@ -46,14 +46,11 @@ def heuristic_candidate(
         remaining_weight -= weight
         if count == 0 or share >= count:
             remaining_budget -= count
-            rates[pattern_id] = RateChange(1.0, f"rare: {count + firsts[pattern_id]} records, kept in full")
+            rates[pattern_id] = RateChange(1.0, f"rare: {count + firsts[pattern_id]} records")
             continue
         remaining_budget -= share
         rate = max(share / count, min_rate)
-        rates[pattern_id] = RateChange(
-            rate,
-            f"{100 * (count + firsts[pattern_id]) / total:.1f}% of records: keep about 1 in {1 / rate:.0f}",
-        )
+        rates[pattern_id] = RateChange(rate, f"{100 * (count + firsts[pattern_id]) / total:.1f}% of records")
 
     return Candidate(
         generated_by="heuristic",

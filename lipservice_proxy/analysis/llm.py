@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 import openai
 from openai.types.chat import ChatCompletion
@@ -32,7 +32,7 @@ from ..config import LlmConfig
 from ..errors import ConfigError
 from ..telemetry import Telemetry
 from .guardrails import Candidate
-from .prompt import RESPONSE_FORMAT, AnswerError, Family, answer_to_candidate, parse_answer
+from .prompt import RESPONSE_FORMAT, AnswerError, Prompt, answer_to_candidate, parse_answer
 
 log = logging.getLogger(__name__)
 
@@ -107,14 +107,14 @@ class LlmAdvisor:
     async def aclose(self) -> None:
         await self._client.close()
 
-    async def propose(self, messages: list[dict[str, str]], families: Sequence[Family]) -> Candidate | None:
+    async def propose(self, prompt: Prompt) -> Candidate | None:
         """The model's candidate, or None (counted by outcome) when it cannot be had or trusted."""
-        estimate = sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN + MAX_COMPLETION_TOKENS
+        estimate = sum(len(m["content"]) for m in prompt.messages) // CHARS_PER_TOKEN + MAX_COMPLETION_TOKENS
         if not self.budget.allows(self._clock(), estimate):
             return self._fail("budget_exhausted", "the hourly LLM budget is used up")
         try:
             async with asyncio.timeout(self._deadline):
-                response = await self._complete(messages)
+                response = await self._complete(prompt.messages)
         except (openai.APITimeoutError, TimeoutError):
             return self._fail("timeout", f"no answer within {self._config.timeout}s per attempt", spent=True)
         except openai.RateLimitError as exc:
@@ -137,7 +137,7 @@ class LlmAdvisor:
         except AnswerError as exc:
             return self._fail("invalid", f"invalid answer: {exc}")
         self._telemetry.llm_requests.labels("success").inc()
-        return answer_to_candidate(answer, families, self._config.model)
+        return answer_to_candidate(answer, prompt, self._config.model)
 
     async def _complete(self, messages: list[dict[str, str]]) -> ChatCompletion:
         adaptations = 0

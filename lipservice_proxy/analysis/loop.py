@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,11 +32,13 @@ from ..sampling.policy import Policy
 from ..sampling.severity import ERROR, INFO
 from ..sampling.store import PolicyStore
 from ..telemetry import Telemetry
-from .anomalies import DEFAULT_THRESHOLDS, Anomaly, Thresholds, detect
+from .anomalies import DEFAULT_THRESHOLDS, NEW_PATTERN, Anomaly, Thresholds, detect
+from .budget import KIND_RANK, BoostRequest, Plan, plan_boosts
 from .clustering import ClusteringFailed, ClusteringSkipped, cluster_in_child, singletons
 from .guardrails import Candidate, KnownPattern, Limits, apply_guardrails
 from .heuristic import heuristic_candidate
-from .prompt import Family, PromptData, build_families, build_messages
+from .prompt import Family, PromptData, build_families, build_prompt
+from .state import load_state, save_state, state_path
 from .stats import IntervalSnapshot, PatternEntry, PatternStats, PatternVolume, pattern_volumes
 from .writer import PolicyWriter
 
@@ -81,7 +84,8 @@ class RunResult:
         }
 
 
-def _iso(timestamp: float) -> str:
+def iso_time(timestamp: float) -> str:
+    """A Unix time as an ISO 8601 UTC text with microseconds, as the admin API shows times."""
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -117,21 +121,32 @@ class AnalysisLoop:
         self._thresholds = thresholds
         self._limits = Limits(config.min_rate, config.max_rate_change_factor, bound_first_rules=not offline)
         self._writer = PolicyWriter(policy_path, config.history) if policy_path is not None else None
+        # offline (`analyze` over a file) there is no history to keep
+        self._state_path = state_path(policy_path) if policy_path is not None and not offline else None
+        if self._state_path is not None:
+            load_state(self._state_path, stats)
         self._advisor: LlmAdvisor | None = None
         if config.llm is not None:
             from .llm import LlmAdvisor  # the openai client (~20 MiB) only when an LLM is configured
 
             self._advisor = LlmAdvisor(config.llm, telemetry, environ, clock)
         self._anomalies: list[tuple[Anomaly, float]] = []  # with the time their boost ends
+        self._granted: dict[str, BoostRequest] = {}  # the boosts the budget admitted, by pattern id
         self._families: dict[str, str] = {}  # pattern id -> family id, from the last pass
         self.last_result: RunResult | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run a pass every interval until `stop` is set; a failing pass is logged and counted."""
+        """Run a pass every interval until `stop` is set; a failing pass is logged and counted.
+
+        Passes start on a fixed grid (start + k * interval, on the monotonic clock), so the time a
+        pass takes does not push the next one back; a pass that overruns whole intervals skips
+        those ticks rather than running passes back to back."""
+        interval = self._config.interval
+        tick = time.monotonic() + interval
         try:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=self._config.interval)
+                    await asyncio.wait_for(stop.wait(), timeout=max(0.0, tick - time.monotonic()))
                 if stop.is_set():
                     break
                 try:
@@ -139,14 +154,31 @@ class AnalysisLoop:
                 except Exception:  # the loop must outlive one bad pass
                     log.exception("analysis pass failed")
                     self._telemetry.analysis_runs.labels("error").inc()
+                tick = next_tick(tick, interval, time.monotonic())
         finally:
             await self.aclose()
 
     async def aclose(self) -> None:
+        await self.save_state()
         if self._advisor is not None:
             await self._advisor.aclose()
 
+    async def save_state(self) -> None:
+        """Write what the loop knows beside the policy (a failure is logged: the next pass retries)."""
+        if self._state_path is None:
+            return
+        taken = self._stats.state()  # on the event loop: observe() must not change the containers meanwhile
+        try:
+            await asyncio.to_thread(save_state, self._state_path, taken)
+        except OSError as exc:
+            log.error("analysis: cannot write its state to %s: %s", self._state_path, exc.strerror or exc)
+
     async def run_once(self, now: float) -> RunResult:
+        result = await self._pass(now)
+        await self.save_state()
+        return result
+
+    async def _pass(self, now: float) -> RunResult:
         # Closing the interval reads and resets the live stats, and boosting edits the running
         # sampler: those stay on the event loop. The rest is computed from the snapshot (or from
         # copies) in a worker thread. It is still GIL-bound, but a thread hands the GIL back every
@@ -154,8 +186,12 @@ class AnalysisLoop:
         # milliseconds, not the pass.
         snapshot = await asyncio.to_thread(self._stats.close_interval(now).snapshot)
         policy_in_force = self._sampler.policy
-        anomalies = await asyncio.to_thread(detect, snapshot, self._thresholds)
-        self._boost(anomalies, policy_in_force, now)
+        entries = list(self._stats.entries())
+        anomalies = await asyncio.to_thread(
+            detect, snapshot, self._thresholds, _known_before(snapshot, entries)
+        )
+        plan = await asyncio.to_thread(self._plan_boosts, anomalies, policy_in_force, snapshot, now)
+        self._apply_boosts(anomalies, plan, now)
         volumes = await asyncio.to_thread(pattern_volumes, snapshot)
         if not volumes:
             return self._finish(RunResult("skipped", None, False, tuple(anomalies), 0, 0, 0, "no records"))
@@ -217,25 +253,76 @@ class AnalysisLoop:
         self.last_result = result
         return result
 
-    def _boost(self, anomalies: list[Anomaly], policy: Policy, now: float) -> None:
-        boost = policy.anomaly_boost
-        until = now + boost.duration
+    def _plan_boosts(
+        self, anomalies: list[Anomaly], policy: Policy, snapshot: IntervalSnapshot, now: float
+    ) -> Plan:
+        """The boosts to run from now: those running and those the anomalies ask for, within the
+        budget (budget.py). Read-only, so it runs in a worker thread; `_apply_boosts` applies it."""
+        settings = policy.anomaly_boost
+        requests = {pid: r for pid, r in self._granted.items() if r.until > now}
+        for anomaly in anomalies:
+            duration = settings.new_pattern_duration if anomaly.kind == NEW_PATTERN else settings.duration
+            for pattern_id in anomaly.pattern_ids:
+                asked = BoostRequest(
+                    pattern_id,
+                    anomaly.kind,
+                    settings.rate,
+                    now + duration,
+                    f"{anomaly.kind}: {anomaly.message}",
+                )
+                running = requests.get(pattern_id)
+                requests[pattern_id] = asked if running is None else _merged(running, asked)
+        costs = self._boost_costs(snapshot, set(requests), settings.rate)
+        budget = settings.max_share * snapshot.received / snapshot.duration
+        return plan_boosts((replace(r, cost=costs.get(r.pattern_id, 0.0)) for r in requests.values()), budget)
+
+    def _boost_costs(
+        self, snapshot: IntervalSnapshot, pattern_ids: set[str], rate: float
+    ) -> dict[str, float]:
+        """Per pattern, the sampled records per second a boost to `rate` would keep on top."""
+        costs: dict[str, float] = {}
+        for window in snapshot.patterns:
+            if window.pattern_id not in pattern_ids:
+                continue
+            rates, _ = self._sampler.resolve(window.service, window.pattern_id, window.template)
+            extra = sum(n * max(0.0, rate - r) for n, r in zip(window.counts[:ERROR], rates, strict=False))
+            costs[window.pattern_id] = costs.get(window.pattern_id, 0.0) + extra / snapshot.duration
+        return costs
+
+    def _apply_boosts(self, anomalies: list[Anomaly], plan: Plan, now: float) -> None:
+        boosts = self._sampler.boosts
+        for request in plan.declined:
+            if request.running:
+                boosts.end(request.pattern_id)
+            self._telemetry.boosts_declined.labels(request.kind).inc()
+        for request in plan.admitted:
+            boosts.boost(request.pattern_id, request.rate, request.until, request.reason)
+        self._granted = {r.pattern_id: replace(r, running=True) for r in plan.admitted}
+        if plan.declined:
+            log.info(
+                "anomaly boosts: %d declined or ended, the budget of %.1f records/s (anomaly_boost.max_share)"
+                " is spent by %d boosts",
+                len(plan.declined),
+                plan.budget,
+                len(plan.admitted),
+            )
         for anomaly in anomalies:
             self._telemetry.anomalies.labels(anomaly.kind).inc()
-            for pattern_id in anomaly.pattern_ids:
-                self._sampler.boosts.boost(
-                    pattern_id, boost.rate, until, f"{anomaly.kind}: {anomaly.message}"
-                )
+            until = max(
+                (self._granted[p].until for p in anomaly.pattern_ids if p in self._granted), default=now
+            )
             self._anomalies.append((anomaly, until))
             log.warning("anomaly %s in %s: %s", anomaly.kind, anomaly.service, anomaly.message)
         self._anomalies = [(a, end) for a, end in self._anomalies if end > now]
 
     async def _known_patterns(self) -> dict[str, KnownPattern]:
-        """Every pattern in the stats with its rate under the policy in force, resolved in a worker
-        thread over a copy of the entry list (observe() may add entries meanwhile)."""
-        return await asyncio.to_thread(self._resolve_known, list(self._stats.entries()))
+        """Every pattern in the stats with its rate under the policy in force, and every pattern the
+        policy in force has a rule for (so a rule stays addressable while its pattern is quiet or
+        forgotten by the stats), resolved in a worker thread over a copy of the entry list
+        (observe() may add entries meanwhile)."""
+        return await asyncio.to_thread(self._resolve_known, list(self._stats.entries()), self._sampler.policy)
 
-    def _resolve_known(self, entries: list[PatternEntry]) -> dict[str, KnownPattern]:
+    def _resolve_known(self, entries: list[PatternEntry], policy: Policy) -> dict[str, KnownPattern]:
         known: dict[str, KnownPattern] = {}
         volumes: dict[str, int] = {}
         for entry in entries:
@@ -246,8 +333,11 @@ class AnalysisLoop:
                 known[entry.pattern_id] = KnownPattern(
                     entry.template, rates[level], has_rule=rules[level].endswith("pattern")
                 )
+        for rule in policy.patterns:
+            known.setdefault(rule.id, KnownPattern(rule.template, rule.rate))
         return {
-            pattern_id: replace(pattern, volume=volumes[pattern_id]) for pattern_id, pattern in known.items()
+            pattern_id: replace(pattern, volume=volumes.get(pattern_id, 0))
+            for pattern_id, pattern in known.items()
         }
 
     async def _candidate(
@@ -260,17 +350,21 @@ class AnalysisLoop:
         snapshot: IntervalSnapshot,
     ) -> tuple[Candidate, str]:
         if self._advisor is not None:
+            members = {m.pattern_id for family in families for m in family.members}
+            quiet = {pid: k for pid, k in known.items() if k.has_rule and pid not in members}
             data = PromptData(
                 families=families,
                 anomalies=anomalies,
                 policy=policy,
                 current_rates={pid: k.current_rate for pid, k in known.items()},
+                lines_seen={pid: k.volume for pid, k in known.items()},
+                quiet_rules=quiet,
                 duration=snapshot.duration,
                 kept=sum(w.kept for w in snapshot.patterns),
                 target_keep_ratio=self._config.target_keep_ratio,
                 limits=self._limits,
             )
-            candidate = await self._advisor.propose(build_messages(data), families)
+            candidate = await self._advisor.propose(build_prompt(data))
             if candidate is not None:
                 return candidate, "llm"
         heuristic = await asyncio.to_thread(
@@ -317,20 +411,37 @@ class AnalysisLoop:
                     "rule": "boost" if boost else rules[level],
                     "anomaly": entry.pattern_id in kinds,
                     "anomaly_kind": kinds.get(entry.pattern_id),
-                    "first_seen": _iso(entry.first_seen),
-                    "last_seen": _iso(entry.last_seen),
+                    "first_seen": iso_time(entry.first_seen),
+                    "last_seen": iso_time(entry.last_seen),
                 }
             )
         return {
             "patterns": patterns,
             "total_patterns": len(self._stats),
-            "anomalies": [{**anomaly.as_dict(), "until": _iso(end)} for anomaly, end in active],
+            "anomalies": [{**anomaly.as_dict(), "until": iso_time(end)} for anomaly, end in active],
             "boosts": [
-                {"pattern_id": b.pattern_id, "rate": b.rate, "until": _iso(b.until), "reason": b.reason}
+                {"pattern_id": b.pattern_id, "rate": b.rate, "until": iso_time(b.until), "reason": b.reason}
                 for b in boosts
             ],
             "last_run": self.last_result.as_dict() if self.last_result else None,
         }
+
+
+def next_tick(tick: float, interval: float, now: float) -> float:
+    """The first tick of the grid `tick + k * interval` (k >= 1) that is still ahead of `now`."""
+    return tick + interval * max(1, math.floor((now - tick) / interval) + 1)
+
+
+def _merged(running: BoostRequest, asked: BoostRequest) -> BoostRequest:
+    """One request per pattern: the higher-ranked kind (and its reason), the later deadline."""
+    better = asked if KIND_RANK[asked.kind] < KIND_RANK[running.kind] else running
+    return replace(better, until=max(running.until, asked.until), running=running.running)
+
+
+def _known_before(snapshot: IntervalSnapshot, entries: list[PatternEntry]) -> Iterator[tuple[str, str]]:
+    """(service, template) of every pattern the stats held before the snapshot's interval."""
+    new = {(w.service, w.pattern_id) for w in snapshot.patterns if w.new}
+    return ((e.service, e.template) for e in entries if (e.service, e.pattern_id) not in new)
 
 
 def _same_rates(new: Policy, old: Policy) -> bool:

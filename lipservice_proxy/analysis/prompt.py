@@ -3,7 +3,8 @@
 The system message holds every instruction; the user message is one JSON document of data
 (masked templates, counts, trends, anomalies, the rates in force, the volume target), so a
 template is always a quoted JSON string and never prompt text, and the system message says so.
-No raw log value is sent: templates come from the pattern engine with variables masked.
+No raw log value is sent: every template and service name passes `redact` first, which lets out
+only placeholders and words the engine has confirmed constant (see redact.py for the rule).
 
 The answer must match `ANSWER_SCHEMA` (sent as a strict structured-output schema, and checked
 again here with pydantic, since not every compatible server enforces it): rates for TRACE..WARN
@@ -25,10 +26,12 @@ from ..config import SEVERITY_NAMES
 from ..sampling.policy import Policy
 from .anomalies import Anomaly
 from .clustering import Clustering
-from .guardrails import Candidate, Limits, RateChange
+from .guardrails import Candidate, KnownPattern, Limits, RateChange
+from .redact import redact_names, redact_template
 from .stats import PatternVolume
 
 MAX_FAMILIES = 150
+MAX_QUIET_RULES = 100
 MAX_MEMBERS = 10
 MAX_TEMPLATE = 300
 SAMPLED_SEVERITIES = ("TRACE", "DEBUG", "INFO", "WARN")
@@ -51,7 +54,8 @@ limits.max_change_factor from `current_rate` per refresh.
 Answer with JSON only, matching the schema: `severity_rates` for TRACE, DEBUG, INFO and WARN (the \
 default for patterns you do not mention); `rates`, one entry per family or pattern you want to change, \
 with its `id` from the data (a family id applies to all its patterns; a pattern id overrides its \
-family), the new `rate` and a one-line `reason`; `reasoning`, two or three sentences on the policy \
+family; `quiet_rules` lists rules for patterns not seen this interval, which you may change by their \
+id too), the new `rate` and a one-line `reason`; `reasoning`, two or three sentences on the policy \
 as a whole."""
 
 ANSWER_SCHEMA: dict[str, Any] = {
@@ -140,29 +144,59 @@ class PromptData:
     anomalies: Sequence[Anomaly]
     policy: Policy
     current_rates: Mapping[str, float]  # pattern id -> the rate in force
+    lines_seen: Mapping[str, int]  # pattern id -> lines seen under that id: how confirmed its words are
+    quiet_rules: Mapping[str, KnownPattern]  # patterns with a rule in force but no records this interval
     duration: float
     kept: int
     target_keep_ratio: float
     limits: Limits
 
 
-def build_messages(data: PromptData) -> list[dict[str, str]]:
-    return [
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """The messages, and what the short ids in them stand for. The LLM sees per-prompt aliases
+    ("f3", "p12"), never pattern ids: an id is a hash of the whole template, masked words included,
+    and a hash of a short value can be searched for."""
+
+    messages: list[dict[str, str]]
+    families: Mapping[str, tuple[str, ...]]  # family alias -> the pattern ids of all its members
+    patterns: Mapping[str, str]  # pattern alias -> pattern id
+
+
+def build_prompt(data: PromptData) -> Prompt:
+    families: dict[str, tuple[str, ...]] = {}
+    patterns: dict[str, str] = {}
+    document = _document(data, families, patterns)
+    messages = [
         {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": orjson.dumps(_document(data)).decode()},
+        {"role": "user", "content": orjson.dumps(document).decode()},
     ]
+    return Prompt(messages, families, patterns)
 
 
-def _document(data: PromptData) -> dict[str, Any]:
+def _document(
+    data: PromptData, family_aliases: dict[str, tuple[str, ...]], pattern_aliases: dict[str, str]
+) -> dict[str, Any]:
+    """The user message's data; fills the alias maps with every id it shows."""
+    aliases: dict[str, str] = {}  # pattern id -> alias
+
+    def alias(pattern_id: str) -> str:
+        if pattern_id not in aliases:
+            aliases[pattern_id] = f"p{len(aliases) + 1}"
+            pattern_aliases[aliases[pattern_id]] = pattern_id
+        return aliases[pattern_id]
+
     received = sum(f.received for f in data.families)
     anomalous = {pid: a.kind for a in data.anomalies for pid in a.pattern_ids}
     families = []
-    for family in data.families[:MAX_FAMILIES]:
+    for number, family in enumerate(data.families[:MAX_FAMILIES], 1):
+        family_alias = f"f{number}"
+        family_aliases[family_alias] = tuple(m.pattern_id for m in family.members)
         counts = [sum(level) for level in zip(*(m.counts for m in family.members), strict=True)]
         baseline = sum(m.baseline for m in family.members) * data.duration
         families.append(
             {
-                "id": family.id,
+                "id": family_alias,
                 "records": family.received,
                 "share": round(family.received / received, 4) if received else 0.0,
                 "by_severity": {name: n for name, n in zip(SEVERITY_NAMES, counts, strict=True) if n},
@@ -172,8 +206,10 @@ def _document(data: PromptData) -> dict[str, Any]:
                 ),
                 "patterns": [
                     {
-                        "id": member.pattern_id,
-                        "template": member.template[:MAX_TEMPLATE],
+                        "id": alias(member.pattern_id),
+                        "template": redact_template(
+                            member.template, data.lines_seen.get(member.pattern_id, 0)
+                        )[:MAX_TEMPLATE],
                         "records": member.received,
                         "current_rate": data.current_rates.get(member.pattern_id),
                     }
@@ -182,6 +218,14 @@ def _document(data: PromptData) -> dict[str, Any]:
                 "more_patterns": max(0, len(family.members) - MAX_MEMBERS),
             }
         )
+    quiet_rules = [
+        {
+            "id": alias(pattern_id),
+            "template": redact_template(pattern.template, data.lines_seen.get(pattern_id, 0))[:MAX_TEMPLATE],
+            "current_rate": pattern.current_rate,
+        }
+        for pattern_id, pattern in quiet_rules_shown(data.quiet_rules)
+    ]
     return {
         "volume_target": {
             "keep_ratio": data.target_keep_ratio,
@@ -197,16 +241,22 @@ def _document(data: PromptData) -> dict[str, Any]:
         },
         "families": families,
         "families_not_shown": max(0, len(data.families) - MAX_FAMILIES),
+        "quiet_rules": quiet_rules,
         "anomalies": [
             {
                 "kind": a.kind,
-                "service": a.service,
-                "patterns": list(a.pattern_ids[:MAX_MEMBERS]),
+                "service": redact_names([a.service])[0],
+                "patterns": [aliases[p] for p in a.pattern_ids if p in aliases][:MAX_MEMBERS],
                 "message": a.message,
             }
             for a in data.anomalies
         ],
     }
+
+
+def quiet_rules_shown(quiet: Mapping[str, KnownPattern]) -> list[tuple[str, KnownPattern]]:
+    """The quiet rules the prompt lists: those of the most seen patterns first, bounded."""
+    return sorted(quiet.items(), key=lambda item: (-item[1].volume, item[0]))[:MAX_QUIET_RULES]
 
 
 def parse_answer(text: str | None) -> Answer:
@@ -220,20 +270,18 @@ def parse_answer(text: str | None) -> Answer:
         raise AnswerError(f"{exc.error_count()} problem(s), first at {where}: {first['msg']}") from None
 
 
-def answer_to_candidate(answer: Answer, families: Sequence[Family], model: str) -> Candidate:
-    """Family rates spread to their members, then pattern-level rates override them."""
-    by_family = {family.id: family for family in families}
-    members = {member.pattern_id for family in families for member in family.members}
+def answer_to_candidate(answer: Answer, prompt: Prompt, model: str) -> Candidate:
+    """Family rates spread to their members, then pattern-level rates override them; the answer's
+    ids are the prompt's aliases."""
     rates: dict[str, RateChange] = {}
     for entry in answer.rates:
-        family = by_family.get(entry.id)
-        if family is not None:
-            for member in family.members:
-                rates.setdefault(member.pattern_id, RateChange(entry.rate, entry.reason))
+        for pattern_id in prompt.families.get(entry.id, ()):
+            rates.setdefault(pattern_id, RateChange(entry.rate, entry.reason))
     for entry in answer.rates:
-        if entry.id in members:
-            rates[entry.id] = RateChange(entry.rate, entry.reason)
-    unknown = [entry.id for entry in answer.rates if entry.id not in by_family and entry.id not in members]
+        pattern_id = prompt.patterns.get(entry.id)
+        if pattern_id is not None:
+            rates[pattern_id] = RateChange(entry.rate, entry.reason)
+    unknown = [e.id for e in answer.rates if e.id not in prompt.families and e.id not in prompt.patterns]
     return Candidate(
         generated_by=f"llm:{model}",
         reasoning=answer.reasoning

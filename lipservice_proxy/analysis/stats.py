@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..config import SEVERITY_NAMES
 from ..sampling.decision import BatchOutcome
@@ -292,3 +293,57 @@ class PatternStats:
 
     def entries(self) -> Iterator[PatternEntry]:
         return iter(self._entries.values())
+
+    # ---- state across restarts (analysis/state.py writes and reads the file) ----
+
+    def state(self) -> tuple[list[PatternEntry], dict[str, Ema], int]:
+        """What `state_document` needs, taken on the event loop (a copy of the containers only)."""
+        return list(self._entries.values()), dict(self._service_errors), self._closed
+
+    def restore(self, document: dict[str, Any]) -> int:
+        """Take up a `state_document`: the entries (most recently seen first, up to max_patterns)
+        and baselines a previous process had. Restored patterns are known, not new. Returns the count."""
+        rows = sorted(document["patterns"], key=lambda row: -row[4])[: self._max_patterns]
+        entries = []
+        for service, pattern_id, template, first_seen, last_seen, counts, kept, rate in rows:
+            if len(counts) != N_LEVELS:
+                raise ValueError(f"pattern {pattern_id}: {len(counts)} severity counts, not {N_LEVELS}")
+            entry = PatternEntry(
+                str(service), str(pattern_id), str(template), float(first_seen), float(last_seen)
+            )
+            entry.counts = [int(n) for n in counts]
+            entry.kept = int(kept)
+            entry.rate = Ema(float(rate[0]), float(rate[1]), int(rate[2]))
+            entries.append(entry)
+        services = {
+            str(name): Ema(float(m), float(v), int(n)) for name, (m, v, n) in document["services"].items()
+        }
+        closed = int(document["closed"])
+        # all read and checked: only now does anything change
+        for entry in entries:
+            self._entries[(entry.service, entry.pattern_id)] = entry
+        self._service_errors.update(services)
+        self._closed = max(self._closed, 1, closed)  # what appears from now on is news
+        return len(rows)
+
+
+def state_document(entries: list[PatternEntry], services: dict[str, Ema], closed: int) -> dict[str, Any]:
+    """The stats as JSON-ready data: per pattern its totals and rate baseline, per service its error
+    baseline. Interval counts are left out: the interval in progress is not carried over."""
+    return {
+        "patterns": [
+            [
+                e.service,
+                e.pattern_id,
+                e.template,
+                e.first_seen,
+                e.last_seen,
+                list(e.counts),
+                e.kept,
+                [e.rate.mean, e.rate.variance, e.rate.samples],
+            ]
+            for e in entries
+        ],
+        "services": {name: [ema.mean, ema.variance, ema.samples] for name, ema in services.items()},
+        "closed": closed,
+    }

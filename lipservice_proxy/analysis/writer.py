@@ -47,19 +47,7 @@ class PolicyWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self._keep > 0 and self.path.exists():
             self._archive()
-        text = GENERATED_HEADER + dump_policy(policy)
-        handle, temp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as temp:
-                temp.write(text)
-                temp.flush()
-                os.fsync(temp.fileno())
-            os.replace(temp_name, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp_name)
-            raise
-        _fsync_directory(self.path.parent)
+        write_atomically(self.path, (GENERATED_HEADER + dump_policy(policy)).encode())
         return self.path
 
     def _archive(self) -> None:
@@ -85,6 +73,22 @@ class PolicyWriter:
         for path in files[: max(0, len(files) - self._keep)]:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace `path` with `data`: temp file in its directory, fsync, rename, fsync the directory."""
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as temp:
+            temp.write(data)
+            temp.flush()
+            os.fsync(temp.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp_name)
+        raise
+    _fsync_directory(path.parent)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -1,15 +1,18 @@
 """A sampler's link to the analyzer: reports its windows, and applies the policy stream.
 
 The window (`reports.ReportWindow`) is the pipeline's observer; every `fleet.report_interval`, and
-once more when the sampler stops, it is closed and sent. Sending never touches the hot path: a
-report that cannot be delivered within its timeout is dropped and counted
-(`lipservice_fleet_reports_sent_total{outcome="failed"}`); statistics are best effort.
+once more when the sampler stops, it is closed and sent. Sending never touches the hot path. A
+report that cannot be delivered (the analyzer is down, or the channel is in reconnect backoff) is
+kept, up to MAX_PENDING_REPORTS reports and MAX_PENDING_BYTES, and sent again, oldest first, before
+the next one; past those bounds the oldest is dropped and counted
+(`lipservice_fleet_reports_sent_total{outcome="failed"}`) with a log line.
 
 The policy stream is one more source of the `PolicyStore` (`offer`): highest version wins against
 the local files, and the last snapshot received stays in force while the analyzer is unreachable.
 Boosts in a snapshot are added to the sampler's boost table. A closed or failed stream is reopened
 after a jittered backoff (`fleet.reconnect_interval` doubling up to `fleet.max_reconnect_interval`,
-reset once a snapshot arrives); gRPC's own reconnection uses the same bounds.
+reset once a snapshot arrives; the jitter never takes a wait past the maximum); gRPC's own
+reconnection uses the same bounds.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
 
+from ..analysis.loop import iso_time
 from ..auth import BearerAuthenticator
 from ..config import MIB, SEVERITY_NAMES, FleetConfig, RetrySettings
 from ..errors import ConfigError, PolicyError
@@ -41,6 +46,10 @@ log = logging.getLogger(__name__)
 Resolve = Callable[[str, str, str], tuple[list[float], list[str]]]  # Sampler.resolve
 
 MAX_REPORT_TIMEOUT = 10.0
+# Undelivered reports kept for resending: a few minutes of windows at the default report interval,
+# and never more than this many bytes of serialized reports.
+MAX_PENDING_REPORTS = 30
+MAX_PENDING_BYTES = 32 * MIB
 # How long start() waits for the analyzer's first snapshot, so that the first records are sampled by
 # the fleet's policy; an analyzer that is down costs this much start-up time, then the local one applies.
 FIRST_SNAPSHOT_WAIT = 2.0
@@ -49,6 +58,11 @@ FIRST_SNAPSHOT_WAIT = 2.0
 def default_sampler_id() -> str:
     """The host name: on Kubernetes the pod's name, which tells samplers apart."""
     return socket.gethostname() or f"pid-{os.getpid()}"
+
+
+def reconnect_delay(backoff: Backoff, maximum: float) -> float:
+    """The backoff's next wait, its jitter capped at `maximum` (fleet.max_reconnect_interval)."""
+    return min(backoff.next_delay(), maximum)
 
 
 class FleetClient:
@@ -81,6 +95,8 @@ class FleetClient:
         self._message_bytes = int(settings.max_message_mib * MIB)
         self.window = ReportWindow(settings.max_patterns_per_report, clock())
         self._sequence = 0
+        self._pending: deque[tuple[pb.ReportPatternsRequest, int, int]] = deque()  # report, records, bytes
+        self._pending_bytes = 0
         self._channel: grpc.aio.Channel | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.connected = False
@@ -143,6 +159,16 @@ class FleetClient:
             await self._report(max(0.1, report_seconds))
             await self._channel.close()
             self._channel = None
+        if self._pending:  # the process is ending: what is still undelivered is lost, and counted
+            self._telemetry.fleet_reports_sent.labels("failed").inc(len(self._pending))
+            log.warning(
+                "%d pattern reports (%d records) not delivered to the analyzer at %s before stopping",
+                len(self._pending),
+                sum(records for _, records, _ in self._pending),
+                self.analyzer,
+            )
+            self._pending.clear()
+            self._pending_bytes = 0
         self._set_connected(False)
 
     # ---- reports ----
@@ -158,6 +184,8 @@ class FleetClient:
             await asyncio.sleep(interval)
 
     async def _report(self, call_seconds: float) -> None:
+        """Close the window and send it, after any reports still pending (oldest first); what cannot
+        be delivered now stays pending for the next call."""
         window = self.window.take(self._clock())
         request = report_message(
             window,
@@ -167,22 +195,50 @@ class FleetClient:
             max_bytes=self._message_bytes // 2,
         )
         self._sequence += 1
-        try:
-            await self._report_call(
-                request, timeout=call_seconds, metadata=self._metadata, wait_for_ready=False
-            )
-        except grpc.aio.AioRpcError as exc:
+        self._keep_pending(request, window.records)
+        deadline = time.monotonic() + call_seconds
+        while self._pending:
+            pending, records, size = self._pending[0]
+            try:
+                await self._report_call(
+                    pending,
+                    timeout=max(0.1, deadline - time.monotonic()),
+                    metadata=self._metadata,
+                    wait_for_ready=False,
+                )
+            except grpc.aio.AioRpcError as exc:
+                log.warning(
+                    "pattern report %d (%d records) not delivered, %d pending for resending: "
+                    "the analyzer at %s answered %s: %s",
+                    pending.sequence,
+                    records,
+                    len(self._pending),
+                    self.analyzer,
+                    exc.code().name,
+                    exc.details(),
+                )
+                return
+            self._pending.popleft()
+            self._pending_bytes -= size
+            self._telemetry.fleet_reports_sent.labels("success").inc()
+
+    def _keep_pending(self, request: pb.ReportPatternsRequest, records: int) -> None:
+        size = request.ByteSize()
+        self._pending.append((request, records, size))
+        self._pending_bytes += size
+        while len(self._pending) > MAX_PENDING_REPORTS or (
+            self._pending_bytes > MAX_PENDING_BYTES and len(self._pending) > 1
+        ):
+            dropped, dropped_records, dropped_size = self._pending.popleft()
+            self._pending_bytes -= dropped_size
             self._telemetry.fleet_reports_sent.labels("failed").inc()
             log.warning(
-                "pattern report %d (%d records) dropped: the analyzer at %s answered %s: %s",
-                request.sequence,
-                window.records,
+                "pattern report %d (%d records) dropped: %d reports are waiting for the analyzer at %s",
+                dropped.sequence,
+                dropped_records,
+                MAX_PENDING_REPORTS,
                 self.analyzer,
-                exc.code().name,
-                exc.details(),
             )
-            return
-        self._telemetry.fleet_reports_sent.labels("success").inc()
 
     # ---- the policy stream ----
 
@@ -209,7 +265,7 @@ class FleetClient:
                 self.last_error = f"{type(exc).__name__}: {exc}"
             finally:
                 call.cancel()
-            delay = backoff.next_delay()
+            delay = reconnect_delay(backoff, self._settings.max_reconnect_interval)
             if self.connected:
                 self._set_connected(False)
                 log.warning(
@@ -249,16 +305,19 @@ class FleetClient:
             "connected": self.connected,
             "revision": self.revision,
             "reports_sent": self._sequence,
+            "reports_pending": len(self._pending),
             "last_error": self.last_error or None,
         }
 
     def patterns_view(self, limit: int, resolve: Resolve) -> dict[str, Any]:
         """This sampler's open window, with the rate and rule `resolve` gives each pattern's busiest
         sampled level; the fleet's statistics are on the analyzer."""
+        boosts = {boost.pattern_id: boost for boost in self._boosts.active(self._clock())}
         patterns = []
         for (service, pattern_id), entry in self.window.busiest(limit):
             rates, rules = resolve(service, pattern_id, entry.template)
             level = entry.busiest_sampled_level
+            boost = boosts.get(pattern_id)
             patterns.append(
                 {
                     "id": pattern_id,
@@ -267,8 +326,16 @@ class FleetClient:
                     "counts": {name: n for name, n in zip(SEVERITY_NAMES, entry.received, strict=True) if n},
                     "received": entry.total,
                     "kept": sum(entry.kept),
-                    "rate": rates[level],
-                    "rule": rules[level],
+                    "rate": boost.rate if boost else rates[level],
+                    "rule": "boost" if boost else rules[level],
                 }
             )
-        return {"patterns": patterns, "total_patterns": len(self.window), "fleet": self.status()}
+        return {
+            "patterns": patterns,
+            "total_patterns": len(self.window),
+            "boosts": [
+                {"pattern_id": b.pattern_id, "rate": b.rate, "until": iso_time(b.until), "reason": b.reason}
+                for b in boosts.values()
+            ],
+            "fleet": self.status(),
+        }

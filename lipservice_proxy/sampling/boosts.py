@@ -1,7 +1,8 @@
 """Anomaly boosts: a pattern temporarily sampled at a higher rate (usually 1.0) until a deadline.
 
-The analysis loop adds boosts; the sampler asks `rate(pattern_id, now)`. Expired boosts are pruned
-on access and in `active`, so the table stays as small as the set of live anomalies.
+The analysis loop adds boosts, and ends those its budget has no room for (analysis/budget.py); the
+sampler asks `rate(pattern_id, now)`. Expired boosts are pruned on access and in `active`, so the
+table stays as small as the set of live anomalies.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ class BoostTable:
             self._boosts[pattern_id] = Boost(
                 pattern_id, max(rate, current.rate if current else 0.0), until, reason
             )
+
+    def end(self, pattern_id: str) -> None:
+        """End a boost before its deadline (the analysis loop's budget no longer has room for it)."""
+        self._boosts.pop(pattern_id, None)
 
     def rate(self, pattern_id: str, now: float) -> float | None:
         boost = self._boosts.get(pattern_id)

@@ -97,7 +97,11 @@ class FirstPerWindow(PolicyModel):
 
 class AnomalyBoost(PolicyModel):
     rate: Rate = 1.0
-    duration: Duration = 600.0
+    duration: Duration = 600.0  # spikes and error surges
+    # first-per-window already keeps a new pattern's first records: its boost only needs to be short
+    new_pattern_duration: Duration = 60.0
+    # at most this share of the records received is kept because of boosts (analysis/budget.py)
+    max_share: Rate = 0.05
 
 
 class ServiceOverride(PolicyModel):
@@ -215,6 +219,9 @@ def dump_policy(policy: Policy) -> str:
     }
     data["first_per_window"]["window"] = _format_duration(policy.first_per_window.window)
     data["anomaly_boost"]["duration"] = _format_duration(policy.anomaly_boost.duration)
+    data["anomaly_boost"]["new_pattern_duration"] = _format_duration(
+        policy.anomaly_boost.new_pattern_duration
+    )
     if policy.generated_at is not None:
         data["generated_at"] = policy.generated_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return yaml.dump(data, Dumper=_DUMPER, sort_keys=False, allow_unicode=True, width=120)
