@@ -5,8 +5,9 @@ rest: a word becomes <*> once it varies. Until then a template carries what its 
 names and secrets included. So the prompt never takes a template as it is; every token passes here:
 
 - a placeholder (<NUM>, <*>, <IP>, ...) and bare punctuation always pass;
-- a *confirmed* pattern has been seen in at least CONFIRMED_AFTER lines under its id, and the id is
-  the hash of the template's text, so each of its words was the same on every one of those lines.
+- a *confirmed* pattern has been seen in at least CONFIRMED_AFTER lines under its id, and a word still
+  literal in its template was the same on every one of those lines (the engine turns a word that
+  varies into <*>, in the template and in any template merged into it).
   In a confirmed pattern a plain word passes; in one seen fewer times only the words of SAFE_WORDS
   (everyday log vocabulary) do;
 - a plain word is letters in a shape words have: lower case, Capitalised, an acronym, CamelCase whose
