@@ -26,6 +26,7 @@ from .analysis.loop import AnalysisLoop
 from .analysis.stats import PatternStats
 from .auth import BearerAuthenticator
 from .config import ProxyConfig
+from .errors import PatternStoreError
 from .exporters import build_exporter
 from .exporters.queue import ExportQueue, Fanout
 from .fleet.client import FleetClient
@@ -207,13 +208,21 @@ class Proxy:
             self._save_patterns()
 
     def _save_patterns(self) -> None:
+        """Save the learned templates; a failure is logged and counted, never raised: it must not end
+        the periodic save nor the shutdown (the state is an optimisation, records do not depend on it)."""
         path = self.config.patterns.state_file
         if path is None:
             return
         try:
             self.engine.save(path)
-        except OSError as exc:
-            log.error("cannot save pattern state to %s: %s", path, exc.strerror)
+        except PatternStoreError as exc:
+            self.telemetry.pattern_state_saves.labels("error").inc()
+            log.error("cannot save pattern state: %s", exc)
+        except Exception:
+            self.telemetry.pattern_state_saves.labels("error").inc()
+            log.exception("cannot save pattern state to %s", path)
+        else:
+            self.telemetry.pattern_state_saves.labels("success").inc()
 
     # ---- AdminSource ----
 

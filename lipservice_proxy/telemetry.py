@@ -132,6 +132,12 @@ class Telemetry:
         self.pattern_evictions = Counter(
             "lipservice_pattern_evictions_total", "Templates or cache entries evicted.", ["kind"], registry=r
         )
+        self.pattern_state_saves = Counter(
+            "lipservice_pattern_state_saves_total",
+            "Writes of patterns.state_file by outcome (success, error).",
+            ["outcome"],
+            registry=r,
+        )
 
         # receivers
         self.receiver_requests = Counter(
