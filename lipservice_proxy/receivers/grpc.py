@@ -18,6 +18,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from ..config import MIB, GrpcReceiverConfig, ServerTLS
 from ..errors import Backpressure, RequestError
+from ..listen import check_grpc_endpoint, grpc_bind_failed
 from .handler import ReceiverContext, count_accepted
 from .passthrough import PassthroughError
 from .tls import grpc_server_credentials
@@ -62,6 +63,7 @@ class GrpcReceiver:
         self._telemetry = context.telemetry
         self._passthrough = context.passthrough
         self._auth = context.auth
+        self._reuse_port = context.reuse_port
         self._credentials = grpc_server_credentials(tls) if tls is not None else None
         max_bytes = int(config.max_recv_msg_size_mib * MIB)
         self._server = grpc.aio.server(
@@ -89,10 +91,14 @@ class GrpcReceiver:
                     generic.append(grpc.method_handlers_generic_handler(service, {"Export": handler}))
         self._server.add_generic_rpc_handlers(generic)
         endpoint = self._config.endpoint
-        if self._credentials is not None:
-            self.port = self._server.add_secure_port(endpoint, self._credentials)
-        else:
-            self.port = self._server.add_insecure_port(endpoint)
+        check_grpc_endpoint("receivers.grpc.endpoint", endpoint, reuse_port=self._reuse_port)
+        try:
+            if self._credentials is not None:
+                self.port = self._server.add_secure_port(endpoint, self._credentials)
+            else:
+                self.port = self._server.add_insecure_port(endpoint)
+        except RuntimeError:  # grpc's "Failed to bind", without the reason
+            raise grpc_bind_failed("receivers.grpc.endpoint", endpoint) from None
         await self._server.start()
         log.info("OTLP/gRPC receiver listening on %s", endpoint.rsplit(":", 1)[0] + f":{self.port}")
         return self.port

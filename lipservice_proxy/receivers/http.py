@@ -25,6 +25,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from ..config import MIB, HttpReceiverConfig, ServerTLS, host_port
 from ..errors import Backpressure, BadRequest, PayloadTooLarge, RequestError, RequestTimeout, UnsupportedMedia
+from ..listen import listen_error
 from .handler import (
     CONTENT_TYPES,
     RESPONSE_CONTENT_TYPE,
@@ -124,7 +125,10 @@ class HttpReceiver:
             reuse_port=self._reuse_port or None,
             backlog=1024,
         )
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise listen_error("receivers.http.endpoint", self._config.endpoint, exc) from None
         server = site._server  # aiohttp exposes the bound port only through the asyncio server
         assert server is not None
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]

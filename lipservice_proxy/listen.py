@@ -1,0 +1,43 @@
+"""A listening socket that cannot be opened is a config problem: one line naming the key, exit code 2.
+
+aiohttp raises the OSError of its bind. grpc says only that binding failed (and its C core prints
+its own line on stderr), so before grpc binds, a plain socket with the options grpc uses is bound to
+the same address and closed again: its error says why, in one line, before grpc has said anything.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+from .config import host_port
+from .errors import ConfigError
+
+
+def listen_error(key: str, endpoint: str, error: OSError) -> ConfigError:
+    if error.errno == errno.EADDRINUSE:
+        return ConfigError(f"{key}: {endpoint} is already in use")
+    return ConfigError(f"{key}: cannot listen on {endpoint}: {error.strerror or error}")
+
+
+def check_grpc_endpoint(key: str, endpoint: str, *, reuse_port: bool = False) -> None:
+    """Raise the ConfigError grpc's bind of `endpoint` would fail with, if any."""
+    host, port = host_port(endpoint)
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"{key}: cannot resolve {endpoint}: {exc.strerror}") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            try:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if reuse_port:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                probe.bind(address)
+            except OSError as exc:
+                raise listen_error(key, endpoint, exc) from None
+
+
+def grpc_bind_failed(key: str, endpoint: str) -> ConfigError:
+    """grpc's bind failed although the check passed (the port was taken in between)."""
+    return ConfigError(f"{key}: cannot listen on {endpoint}")
