@@ -30,6 +30,7 @@ from .errors import PatternStoreError
 from .exporters import build_exporter
 from .exporters.queue import ExportQueue, Fanout
 from .fleet.client import FleetClient
+from .listen import RESERVED_FILES, raise_open_file_limit
 from .memlimit import MemoryLimiter
 from .patterns import PatternEngine
 from .patterns.metrics import StatsPublisher
@@ -164,6 +165,10 @@ class Proxy:
             self._spawn(self.analysis.run(self._stop), "analysis")
         if self.fleet is not None:
             await self.fleet.start()
+        receivers = self.config.receivers
+        raise_open_file_limit(
+            RESERVED_FILES + sum(r.max_connections for r in (receivers.grpc, receivers.http) if r.enabled)
+        )
         if self.grpc is not None:
             await self.grpc.start()
         if self.http is not None:

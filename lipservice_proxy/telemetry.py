@@ -143,9 +143,17 @@ class Telemetry:
         self.receiver_requests = Counter(
             "lipservice_receiver_requests_total",
             "Export requests received, by protocol (grpc, http) and outcome "
-            "(success, partial, invalid, too_large, unsupported, refused, unauthenticated, error).",
+            "(success, partial, invalid, too_large, unsupported, refused, unauthenticated, error; "
+            "connections cut: header_timeout, connection_limit).",
             ["protocol", "outcome"],
             registry=r,
+        )
+        self.receiver_connections = Gauge(
+            "lipservice_receiver_connections",
+            "Connections open on a receiver (http).",
+            ["protocol"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.receiver_rejected_records = Counter(
             "lipservice_receiver_rejected_records_total",

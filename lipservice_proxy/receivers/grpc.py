@@ -71,6 +71,8 @@ class GrpcReceiver:
                 ("grpc.max_receive_message_length", max_bytes),
                 ("grpc.max_send_message_length", 64 * MIB),
                 ("grpc.so_reuseport", 1 if context.reuse_port else 0),
+                ("grpc.server_handshake_timeout_ms", int(config.handshake_timeout * 1000)),
+                ("grpc.max_allowed_incoming_connections", config.max_connections),
             ],
         )
         self.port = 0
