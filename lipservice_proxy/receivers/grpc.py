@@ -2,15 +2,20 @@
 
 Handlers are registered with no deserializer, so each request arrives as bytes and is parsed once,
 by the shared handler. gRPC itself enforces `max_recv_msg_size` (RESOURCE_EXHAUSTED without
-RetryInfo, i.e. not retryable, as OTLP wants for oversize data) and decompresses gzip.
+RetryInfo, i.e. not retryable, as OTLP wants for oversize data) and decompresses gzip. LogsService's
+Export is registered as client-streaming, though clients call it unary, so that its handler runs
+before the message is read: a message gRPC refuses itself (over the limit before or after
+decompression) then reads as EOF there and is counted, instead of never reaching Python at all.
 Status codes: bad data INVALID_ARGUMENT, full queues UNAVAILABLE with a RetryInfo delay, missing
 or wrong token UNAUTHENTICATED.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -50,6 +55,15 @@ def retry_info_trailer(
     )
 
 
+async def _call_done(context: grpc.aio.ServicerContext, bound: float = 10.0) -> None:
+    """Wait (at most `bound` seconds) until grpc has closed the call."""
+    done = asyncio.get_running_loop().create_future()
+    context.add_done_callback(lambda _: done.done() or done.set_result(None))
+    if not context.done():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done, bound)
+
+
 class GrpcReceiver:
     def __init__(
         self,
@@ -79,7 +93,7 @@ class GrpcReceiver:
 
     async def start(self) -> int:
         handlers = {
-            "Export": grpc.unary_unary_rpc_method_handler(
+            "Export": grpc.stream_unary_rpc_method_handler(
                 self._export_logs, request_deserializer=None, response_serializer=None
             )
         }
@@ -121,8 +135,13 @@ class GrpcReceiver:
         self._count("unauthenticated")
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
 
-    async def _export_logs(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def _export_logs(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
         await self._authenticate(context)
+        request = await context.read()
+        if request is grpc.aio.EOF:  # gRPC refused the message and has answered RESOURCE_EXHAUSTED
+            self._count("too_large")
+            await _call_done(context)  # answering before grpc has closed the call logs an error
+            return b""
         try:
             response = await self._logs.handle(request, "protobuf")
         except RequestError as exc:
