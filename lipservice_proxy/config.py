@@ -229,9 +229,22 @@ class HttpReceiverConfig(Model):
         return value
 
 
+class RecordLimits(Model):
+    """Per log record: a record over any limit is rejected (OTLP partial success, counted), so one
+    client's absurd record cannot hold the event loop every other client waits on. Sizes are the
+    serialized protobuf size of the value. The defaults are far above what applications send: the
+    OpenTelemetry SDKs keep at most 128 attributes per record unless told otherwise, and 1 MiB still
+    fits a record into one PostHog request (2 MiB)."""
+
+    max_attributes_per_record: int = Field(1024, ge=1)
+    max_attribute_value_bytes: int = Field(MIB, ge=64)
+    max_body_bytes: int = Field(MIB, ge=64)
+
+
 class ReceiversConfig(Model):
     grpc: GrpcReceiverConfig = GrpcReceiverConfig()
     http: HttpReceiverConfig = HttpReceiverConfig()
+    limits: RecordLimits = RecordLimits()
     auth: BearerAuth | None = None
     tls: ServerTLS | None = None
 

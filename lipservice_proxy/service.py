@@ -81,6 +81,7 @@ class Proxy:
             policy,
             always_keep_min_severity=config.sampler.always_keep_min_severity,
             dry_run=config.sampler.dry_run,
+            limits=config.receivers.limits,
         )
         self.policy_store.subscribe(self.sampler.set_policy)
         self.memory_limiter = (
