@@ -8,7 +8,10 @@ import contextlib
 import http.client
 import resource
 import select
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,9 +20,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+import yaml
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from .support.proxy import ProxyProcess, http_get
+from .support.proxy import ProxyProcess, http_get, loopback_config
 from .support.waiting import wait_until
 
 DRIPPERS = 300
@@ -230,3 +234,33 @@ def test_the_open_file_limit_is_raised_to_fit_the_connection_caps(tmp_path: Path
         assert proxy.terminate() == 0
     finally:
         proxy.__exit__(None, None, None)
+
+
+def test_a_hard_open_file_limit_below_the_caps_is_a_warning(tmp_path: Path) -> None:
+    """The soft limit goes as far as the hard one allows, and the log says what to change."""
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(
+        yaml.safe_dump(loopback_config({"receivers": {"http": {"max_connections": 2000}}}))
+    )
+    low_hard = min(1024, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    script = (  # the proxy under a lower hard limit than this machine's
+        "import resource, sys\n"
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, (256, {low_hard}))\n"
+        "from lipservice_proxy.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    command = [sys.executable, "-c", script, "run", "-c", str(config_path)]
+    with subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True) as child:
+        assert child.stderr is not None
+        warning = ""
+        for _ in range(200):  # bounded: the start-up lines
+            line = child.stderr.readline()
+            if not line or "lipservice-proxy ready" in line:
+                break
+            if "open-file limit" in line:
+                warning = line
+        assert open_file_limits(child.pid)[0] == low_hard  # raised as far as allowed
+        child.send_signal(signal.SIGTERM)
+        child.communicate(timeout=30)
+    assert f"the open-file limit ({low_hard}) is below the {1000 + 2000 + 256}" in warning
+    assert "receivers.*.max_connections" in warning
