@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from .auth import BearerAuthenticator
 from .config import AdminConfig, host_port
+from .listen import listen_error
 from .sampling.policy import PROTECTED_SEVERITIES
 from .status_page import render_status_page
 from .timeline import Timeline
@@ -185,7 +186,10 @@ class AdminServer:
         await self._runner.setup()
         host, port = host_port(self._config.endpoint)
         site = web.TCPSite(self._runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise listen_error("admin.endpoint", self._config.endpoint, exc) from None
         server = site._server
         assert server is not None
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]

@@ -195,6 +195,17 @@ class GrpcReceiverConfig(Model):
     enabled: bool = True
     endpoint: ListenEndpoint = "127.0.0.1:4317"
     max_recv_msg_size_mib: float = Field(4, gt=0, le=1024)
+    # A connection that has not completed its TLS and HTTP/2 handshake (the client's preface and
+    # SETTINGS) within this is closed by grpc; beyond max_connections, grpc closes new ones at once.
+    handshake_timeout: Duration = 10.0
+    max_connections: int = Field(1000, ge=1, le=1_000_000)
+
+    @field_validator("handshake_timeout")
+    @classmethod
+    def _positive_timeout(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
 
 
 class HttpReceiverConfig(Model):
@@ -202,11 +213,38 @@ class HttpReceiverConfig(Model):
     endpoint: ListenEndpoint = "127.0.0.1:4318"
     max_request_body_mib: float = Field(20, gt=0, le=1024)
     read_timeout: Duration = 30.0
+    # Request line and headers must arrive within this (from the connection's start or the next
+    # request's first byte), else the connection is closed: a client dripping headers holds nothing.
+    header_timeout: Duration = 10.0
+    idle_timeout: Duration = 60.0  # a kept-alive connection with no request is closed after this
+    # Open connections at most; one more gets 503 and is closed. Keep the sum of both receivers'
+    # below the open-file limit, less room for the admin server, exporters and disk queues.
+    max_connections: int = Field(1000, ge=1, le=1_000_000)
+
+    @field_validator("header_timeout", "idle_timeout")
+    @classmethod
+    def _positive_timeout(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+
+
+class RecordLimits(Model):
+    """Per log record: a record over any limit is rejected (OTLP partial success, counted), so one
+    client's absurd record cannot hold the event loop every other client waits on. Sizes are the
+    serialized protobuf size of the value. The defaults are far above what applications send: the
+    OpenTelemetry SDKs keep at most 128 attributes per record unless told otherwise, and 1 MiB still
+    fits a record into one PostHog request (2 MiB)."""
+
+    max_attributes_per_record: int = Field(1024, ge=1)
+    max_attribute_value_bytes: int = Field(MIB, ge=64)
+    max_body_bytes: int = Field(MIB, ge=64)
 
 
 class ReceiversConfig(Model):
     grpc: GrpcReceiverConfig = GrpcReceiverConfig()
     http: HttpReceiverConfig = HttpReceiverConfig()
+    limits: RecordLimits = RecordLimits()
     auth: BearerAuth | None = None
     tls: ServerTLS | None = None
 

@@ -3,7 +3,7 @@
     LipserviceError
     ├── ConfigError            the config file or an override is invalid (exit code 2)
     ├── PolicyError            a policy file is invalid (the last good policy stays)
-    ├── PatternStoreError      a saved pattern-engine state is missing, unreadable or corrupt
+    ├── PatternStoreError      a pattern-engine state is missing, unreadable, corrupt or unwritable
     ├── InputError             a command's input file is missing, unreadable or empty (exit code 2)
     ├── RequestError           a client request is bad; carries the HTTP status to answer with
     │   ├── BadRequest         malformed protobuf/JSON, bad gzip, invalid data      -> 400 / INVALID_ARGUMENT
@@ -39,7 +39,7 @@ class InputError(LipserviceError):
 
 
 class PatternStoreError(LipserviceError):
-    """A saved pattern-engine state cannot be loaded. The message names the file and the problem."""
+    """A pattern-engine state cannot be loaded or saved. The message names the file and the problem."""
 
 
 class RequestError(LipserviceError):

@@ -26,9 +26,11 @@ from .analysis.loop import AnalysisLoop
 from .analysis.stats import PatternStats
 from .auth import BearerAuthenticator
 from .config import ProxyConfig
+from .errors import PatternStoreError
 from .exporters import build_exporter
 from .exporters.queue import ExportQueue, Fanout
 from .fleet.client import FleetClient
+from .listen import RESERVED_FILES, raise_open_file_limit
 from .memlimit import MemoryLimiter
 from .patterns import PatternEngine
 from .patterns.metrics import StatsPublisher
@@ -81,6 +83,7 @@ class Proxy:
             policy,
             always_keep_min_severity=config.sampler.always_keep_min_severity,
             dry_run=config.sampler.dry_run,
+            limits=config.receivers.limits,
         )
         self.policy_store.subscribe(self.sampler.set_policy)
         self.memory_limiter = (
@@ -165,6 +168,10 @@ class Proxy:
             self._spawn(self.analysis.run(self._stop), "analysis")
         if self.fleet is not None:
             await self.fleet.start()
+        receivers = self.config.receivers
+        raise_open_file_limit(
+            RESERVED_FILES + sum(r.max_connections for r in (receivers.grpc, receivers.http) if r.enabled)
+        )
         if self.grpc is not None:
             await self.grpc.start()
         if self.http is not None:
@@ -209,13 +216,21 @@ class Proxy:
             self._save_patterns()
 
     def _save_patterns(self) -> None:
+        """Save the learned templates; a failure is logged and counted, never raised: it must not end
+        the periodic save nor the shutdown (the state is an optimisation, records do not depend on it)."""
         path = self.config.patterns.state_file
         if path is None:
             return
         try:
             self.engine.save(path)
-        except OSError as exc:
-            log.error("cannot save pattern state to %s: %s", path, exc.strerror)
+        except PatternStoreError as exc:
+            self.telemetry.pattern_state_saves.labels("error").inc()
+            log.error("cannot save pattern state: %s", exc)
+        except Exception:
+            self.telemetry.pattern_state_saves.labels("error").inc()
+            log.exception("cannot save pattern state to %s", path)
+        else:
+            self.telemetry.pattern_state_saves.labels("success").inc()
 
     # ---- AdminSource ----
 

@@ -143,14 +143,28 @@ class Telemetry:
             "New log bodies not mined during a flood of new ones (pattern <UNMINED>).",
             registry=r,
         )
+        self.pattern_state_saves = Counter(
+            "lipservice_pattern_state_saves_total",
+            "Writes of patterns.state_file by outcome (success, error).",
+            ["outcome"],
+            registry=r,
+        )
 
         # receivers
         self.receiver_requests = Counter(
             "lipservice_receiver_requests_total",
             "Export requests received, by protocol (grpc, http) and outcome "
-            "(success, partial, invalid, too_large, unsupported, refused, unauthenticated, error).",
+            "(success, partial, invalid, too_large, unsupported, refused, unauthenticated, error; "
+            "connections cut: header_timeout, connection_limit).",
             ["protocol", "outcome"],
             registry=r,
+        )
+        self.receiver_connections = Gauge(
+            "lipservice_receiver_connections",
+            "Connections open on a receiver (http).",
+            ["protocol"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.receiver_rejected_records = Counter(
             "lipservice_receiver_rejected_records_total",

@@ -272,8 +272,21 @@ GRPC_CASES: dict[str, tuple[Callable[[], bytes], grpc.Compression | None, grpc.S
     "invalid utf-8": (payloads.invalid_utf8_protobuf, None, INVALID),
     "100k attributes": (lambda: payloads.many_attributes(100_000).SerializeToString(), None, OK),
     "over the size limit": (lambda: payloads.huge_body(5 * MIB).SerializeToString(), None, EXHAUSTED),
-    "gzip bomb": (lambda: payloads.huge_body(64 * MIB).SerializeToString(), grpc.Compression.Gzip, EXHAUSTED),
+    # 48 MiB: under the client's own 64 MiB send limit (which a 64 MiB body exceeds, so the client
+    # refused it before the proxy saw anything), far over the proxy's 4 MiB once decompressed
+    "gzip bomb": (lambda: payloads.huge_body(48 * MIB).SerializeToString(), grpc.Compression.Gzip, EXHAUSTED),
 }
+
+
+GRPC_OUTCOMES = {INVALID: ("invalid",), EXHAUSTED: ("too_large",), OK: ("success", "partial")}
+
+
+def grpc_outcomes(proxy: ProxyProcess) -> dict[str, float]:
+    outcomes = ("success", "partial", "invalid", "too_large", "refused", "unauthenticated", "error")
+    return {
+        outcome: proxy.metric("lipservice_receiver_requests_total", {"protocol": "grpc", "outcome": outcome})
+        for outcome in outcomes
+    }
 
 
 @pytest.mark.parametrize("case", list(GRPC_CASES))
@@ -282,9 +295,17 @@ def test_grpc_refuses_each_hostile_message_with_the_right_status_in_time(
 ) -> None:
     body, compression, expected = GRPC_CASES[case]
     data = body()
+    before = grpc_outcomes(proxy)
     started = time.monotonic()
     assert grpc_call(proxy, data, compression) == expected
     assert time.monotonic() - started < QUICK
+    # every call is counted once, under its outcome, refusals gRPC made itself included
+    after = wait_until(lambda: (counts := grpc_outcomes(proxy)) != before and counts, what="the call counted")
+    changed = {
+        outcome: after[outcome] - before[outcome] for outcome in after if after[outcome] != before[outcome]
+    }
+    assert len(changed) == 1 and next(iter(changed.values())) == 1
+    assert next(iter(changed)) in GRPC_OUTCOMES[expected]
 
 
 # ---- afterwards ----

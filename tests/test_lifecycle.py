@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from .support.proxy import ProxyProcess, http_get, sink_exporter
 from .support.sdk import emit, sdk_logger
@@ -55,3 +56,60 @@ def test_runs_on_embedded_defaults(tmp_path: Path) -> None:
         status, body = http_get(proxy.admin_url + "/api/v1/policy")
         assert status == 200 and b"built-in default" in body
         assert proxy.terminate() == 0
+
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def image_config(data: Path) -> dict[str, Any]:
+    """docker/config.yaml as the image runs it, with its data directory moved to `data` (empty)."""
+    text = (REPOSITORY / "docker" / "config.yaml").read_text()
+    text = text.replace("/var/lib/lipservice", str(data))
+    text = text.replace("/etc/lipservice/policies", str(REPOSITORY / "policies"))
+    config: dict[str, Any] = yaml.safe_load(text)
+    config["patterns"]["save_interval"] = "100ms"
+    return config
+
+
+def test_image_config_saves_pattern_state_into_an_empty_data_directory(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    config = image_config(data)
+    state_file = Path(config["patterns"]["state_file"])
+    assert not state_file.parent.exists()  # as in the image and the chart: nothing creates patterns/
+    with ProxyProcess(config, tmp_path) as proxy:
+        with sdk_logger(proxy.grpc_endpoint) as logger:
+            emit(logger, ({"body": f"user {i} logged in", "severity": "INFO"} for i in range(20)))
+        wait_until(
+            lambda: proxy.metric("lipservice_pattern_state_saves_total", {"outcome": "success"}) >= 2,
+            what="periodic pattern state saves",
+        )
+        assert proxy.terminate() == 0
+    assert b"user <NUM> logged in" in state_file.read_bytes()
+    assert not [line for line in proxy.log_lines if line.get("level") == "error"]
+
+
+def test_unwritable_pattern_state_is_logged_and_counted_and_shutdown_still_exits_zero(tmp_path: Path) -> None:
+    blocker = tmp_path / "data"
+    blocker.write_text("a regular file where the data directory should be\n")
+    config = image_config(tmp_path / "elsewhere")
+    config["patterns"]["state_file"] = str(blocker / "patterns" / "state.json")
+    with ProxyProcess(config, tmp_path) as proxy:
+        with sdk_logger(proxy.grpc_endpoint) as logger:
+            emit(logger, [{"body": "user 1 logged in", "severity": "INFO"}])
+        # many failures: the periodic save outlives each, and the log says so only at a bounded rate
+        failures = wait_until(
+            lambda: (
+                proxy.metric("lipservice_pattern_state_saves_total", {"outcome": "error"}) >= 15
+                and proxy.metric("lipservice_pattern_state_saves_total", {"outcome": "error"})
+            ),
+            timeout=20,
+            what="failed pattern state saves counted",
+        )
+        status, _ = http_get(proxy.admin_url + "/healthz")
+        assert status == 200
+        logged = [line["msg"] for line in proxy.log_lines if line.get("level") == "error"]
+        assert 1 <= len(logged) < failures
+        assert proxy.terminate() == 0
+    errors = [line["msg"] for line in proxy.log_lines if line.get("level") == "error"]
+    assert all(message.startswith("cannot save pattern state: ") for message in errors)
+    assert str(blocker / "patterns" / "state.json") in errors[0]

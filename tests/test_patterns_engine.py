@@ -248,9 +248,16 @@ def test_save_replaces_the_file_atomically(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
 
 
-def test_save_to_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+def test_save_creates_missing_directories(tmp_path: Path) -> None:
+    state = tmp_path / "missing" / "patterns" / "state.json"
+    PatternEngine().save(state)
+    assert orjson.loads(state.read_bytes())["format"] == "lipservice-patterns"
+
+
+def test_save_where_no_directory_can_be_made_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
     with pytest.raises(PatternStoreError, match="cannot write"):
-        PatternEngine().save(tmp_path / "missing" / "state.json")
+        PatternEngine().save(tmp_path / "file" / "patterns" / "state.json")
 
 
 def test_load_keeps_the_newest_templates_when_the_cap_is_smaller(tmp_path: Path) -> None:

@@ -188,7 +188,7 @@ def test_a_receiver_port_in_use_fails_the_start_with_its_key(tmp_path: Path) -> 
             check=False,
         )
     assert result.returncode == 2, result.stderr
-    assert f"receivers.grpc.endpoint 127.0.0.1:{port}: cannot bind: Address already in use" in result.stderr
+    assert f"receivers.grpc.endpoint: 127.0.0.1:{port} is already in use" in result.stderr
 
 
 def test_a_worker_that_cannot_start_fails_the_start_with_its_reason(tmp_path: Path) -> None:

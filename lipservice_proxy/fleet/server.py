@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError, Message
 
 from ..auth import BearerAuthenticator
 from ..errors import BadRequest
+from ..listen import check_grpc_endpoint, grpc_bind_failed
 from ..telemetry import Telemetry
 from . import policy_pb2 as pb
 from .book import FleetBook
@@ -74,7 +75,11 @@ class PolicyServer:
             "WatchPolicy": grpc.unary_stream_rpc_method_handler(self._watch),
         }
         self._server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
-        self.port = self._server.add_insecure_port(self._endpoint)
+        check_grpc_endpoint("fleet.listen", self._endpoint, reuse_port=True)  # grpc's default on Linux
+        try:
+            self.port = self._server.add_insecure_port(self._endpoint)
+        except RuntimeError:  # grpc's "Failed to bind", without the reason
+            raise grpc_bind_failed("fleet.listen", self._endpoint) from None
         await self._server.start()
         log.info("fleet PolicyService listening on %s", self._endpoint.rsplit(":", 1)[0] + f":{self.port}")
         return self.port

@@ -42,6 +42,7 @@ from ..admin import json_response
 from ..config import ProxyConfig, RetrySettings, host_port
 from ..errors import ConfigError, LipserviceError
 from ..exporters.retry import Backoff
+from ..listen import listen_error
 from .analyzer import Analyzer
 from .client import default_sampler_id
 from .metricsdir import MULTIPROCESS_DIR_ENV
@@ -94,7 +95,7 @@ def reserve_port(endpoint: str, key: str) -> tuple[socket.socket, str]:
         sock.bind(address)
     except OSError as exc:
         sock.close()
-        raise ConfigError(f"{key} {endpoint}: cannot bind: {exc.strerror}") from None
+        raise listen_error(key, endpoint, exc) from None
     return sock, f"{endpoint.rsplit(':', 1)[0]}:{sock.getsockname()[1]}"
 
 

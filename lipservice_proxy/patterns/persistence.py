@@ -55,6 +55,8 @@ def save(miner: TemplateMiner, path: str | os.PathLike[str]) -> None:
 
 def _write_atomically(target: Path, data: bytes) -> None:
     try:
+        # The folder may not exist yet: an image's or a chart's data volume starts empty.
+        target.parent.mkdir(parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as exc:
         raise PatternStoreError(f"cannot write {target}: {exc.strerror or exc}") from exc

@@ -2,15 +2,20 @@
 
 Handlers are registered with no deserializer, so each request arrives as bytes and is parsed once,
 by the shared handler. gRPC itself enforces `max_recv_msg_size` (RESOURCE_EXHAUSTED without
-RetryInfo, i.e. not retryable, as OTLP wants for oversize data) and decompresses gzip.
+RetryInfo, i.e. not retryable, as OTLP wants for oversize data) and decompresses gzip. LogsService's
+Export is registered as client-streaming, though clients call it unary, so that its handler runs
+before the message is read: a message gRPC refuses itself (over the limit before or after
+decompression) then reads as EOF there and is counted, instead of never reaching Python at all.
 Status codes: bad data INVALID_ARGUMENT, full queues UNAVAILABLE with a RetryInfo delay, missing
 or wrong token UNAUTHENTICATED.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -18,6 +23,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from ..config import MIB, GrpcReceiverConfig, ServerTLS
 from ..errors import Backpressure, RequestError
+from ..listen import check_grpc_endpoint, grpc_bind_failed
 from .handler import ReceiverContext, count_accepted
 from .passthrough import PassthroughError
 from .tls import grpc_server_credentials
@@ -49,6 +55,15 @@ def retry_info_trailer(
     )
 
 
+async def _call_done(context: grpc.aio.ServicerContext, bound: float = 10.0) -> None:
+    """Wait (at most `bound` seconds) until grpc has closed the call."""
+    done = asyncio.get_running_loop().create_future()
+    context.add_done_callback(lambda _: done.done() or done.set_result(None))
+    if not context.done():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done, bound)
+
+
 class GrpcReceiver:
     def __init__(
         self,
@@ -62,6 +77,7 @@ class GrpcReceiver:
         self._telemetry = context.telemetry
         self._passthrough = context.passthrough
         self._auth = context.auth
+        self._reuse_port = context.reuse_port
         self._credentials = grpc_server_credentials(tls) if tls is not None else None
         max_bytes = int(config.max_recv_msg_size_mib * MIB)
         self._server = grpc.aio.server(
@@ -69,13 +85,15 @@ class GrpcReceiver:
                 ("grpc.max_receive_message_length", max_bytes),
                 ("grpc.max_send_message_length", 64 * MIB),
                 ("grpc.so_reuseport", 1 if context.reuse_port else 0),
+                ("grpc.server_handshake_timeout_ms", int(config.handshake_timeout * 1000)),
+                ("grpc.max_allowed_incoming_connections", config.max_connections),
             ],
         )
         self.port = 0
 
     async def start(self) -> int:
         handlers = {
-            "Export": grpc.unary_unary_rpc_method_handler(
+            "Export": grpc.stream_unary_rpc_method_handler(
                 self._export_logs, request_deserializer=None, response_serializer=None
             )
         }
@@ -89,10 +107,14 @@ class GrpcReceiver:
                     generic.append(grpc.method_handlers_generic_handler(service, {"Export": handler}))
         self._server.add_generic_rpc_handlers(generic)
         endpoint = self._config.endpoint
-        if self._credentials is not None:
-            self.port = self._server.add_secure_port(endpoint, self._credentials)
-        else:
-            self.port = self._server.add_insecure_port(endpoint)
+        check_grpc_endpoint("receivers.grpc.endpoint", endpoint, reuse_port=self._reuse_port)
+        try:
+            if self._credentials is not None:
+                self.port = self._server.add_secure_port(endpoint, self._credentials)
+            else:
+                self.port = self._server.add_insecure_port(endpoint)
+        except RuntimeError:  # grpc's "Failed to bind", without the reason
+            raise grpc_bind_failed("receivers.grpc.endpoint", endpoint) from None
         await self._server.start()
         log.info("OTLP/gRPC receiver listening on %s", endpoint.rsplit(":", 1)[0] + f":{self.port}")
         return self.port
@@ -113,8 +135,13 @@ class GrpcReceiver:
         self._count("unauthenticated")
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
 
-    async def _export_logs(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def _export_logs(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
         await self._authenticate(context)
+        request = await context.read()
+        if request is grpc.aio.EOF:  # gRPC refused the message and has answered RESOURCE_EXHAUSTED
+            self._count("too_large")
+            await _call_done(context)  # answering before grpc has closed the call logs an error
+            return b""
         try:
             response = await self._logs.handle(request, "protobuf")
         except RequestError as exc:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import math
 import zlib
+from typing import Any
 
 from aiohttp import web
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -25,6 +26,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from ..config import MIB, HttpReceiverConfig, ServerTLS, host_port
 from ..errors import Backpressure, BadRequest, PayloadTooLarge, RequestError, RequestTimeout, UnsupportedMedia
+from ..listen import listen_error
+from .connections import ConnectionGuard
 from .handler import (
     CONTENT_TYPES,
     RESPONSE_CONTENT_TYPE,
@@ -104,40 +107,69 @@ class HttpReceiver:
         self._ssl_context = server_ssl_context(tls) if tls is not None else None
         self._reuse_port = context.reuse_port
         self._limit = int(config.max_request_body_mib * MIB)
+        self._guard = ConnectionGuard(
+            "http",
+            max_connections=config.max_connections,
+            header_timeout=config.header_timeout,
+            telemetry=context.telemetry,
+        )
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
         self.port = 0
 
     async def start(self) -> int:
-        app = web.Application(client_max_size=self._limit)
+        app = web.Application(client_max_size=self._limit, middlewares=[self._headers_arrived])
         app.router.add_post("/v1/logs", self._logs_route)
         for signal in SIGNAL_TYPES:
             app.router.add_post(f"/v1/{signal}", self._signal_route(signal))
         # auto_decompress off: `inflate` decodes with the size limit applied to its output
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, auto_decompress=False)
-        await self._runner.setup()
-        host, port = host_port(self._config.endpoint)
-        site = web.TCPSite(
-            self._runner,
-            host,
-            port,
-            ssl_context=self._ssl_context,
-            reuse_port=self._reuse_port or None,
-            backlog=1024,
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            auto_decompress=False,
+            keepalive_timeout=self._config.idle_timeout,
         )
-        await site.start()
-        server = site._server  # aiohttp exposes the bound port only through the asyncio server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        await self._runner.setup()
+        assert self._runner.server is not None
+        host, port = host_port(self._config.endpoint)
+        # Our own listener rather than a web.TCPSite, so that each connection's protocol is guarded.
+        try:
+            self._listener = await asyncio.get_running_loop().create_server(
+                self._guard.wrap(self._runner.server),
+                host,
+                port,
+                ssl=self._ssl_context,
+                ssl_handshake_timeout=self._config.header_timeout if self._ssl_context else None,
+                reuse_port=self._reuse_port or None,
+                backlog=1024,
+            )
+        except OSError as exc:
+            raise listen_error("receivers.http.endpoint", self._config.endpoint, exc) from None
+        self.port = self._listener.sockets[0].getsockname()[1]
         log.info("OTLP/HTTP receiver listening on %s:%d", host, self.port)
         return self.port
 
     async def stop(self, grace: float) -> None:
+        if self._listener is not None:
+            self._listener.close()  # no new connections; aiohttp's shutdown below closes the open ones
+            self._listener = None
         if self._runner is not None:
             await self._runner.shutdown()
             await self._runner.cleanup()
             self._runner = None
 
     # ---- shared request handling ----
+
+    @web.middleware
+    async def _headers_arrived(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Between here and the response the connection is in a request: no header deadline."""
+        self._guard.request_started(request.transport)
+        try:
+            response: web.StreamResponse = await handler(request)
+            return response
+        finally:
+            self._guard.request_finished(request.transport)
 
     def _count(self, outcome: str) -> None:
         self._telemetry.receiver_requests.labels("http", outcome).inc()

@@ -33,12 +33,13 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from ..config import SEVERITY_NAMES
+from ..config import SEVERITY_NAMES, RecordLimits
 from .annotate import SAMPLE_RATE, SAMPLE_RATE_NEEDLE, annotation, take_prior_weight
 from .boosts import BoostTable
 from .coin import SYSTEMATIC_START, TRACE_RANDOM_BYTES, trace_threshold
 from .decision import BatchOutcome, Decision, PatternTally, Reason
 from .exemptions import Exemptions
+from .limits import RecordLimiter
 from .policy import Policy
 from .rates import RateTable
 from .severity import LEVEL_OF_NAME, LEVEL_OF_NUMBER, level_of_body, level_of_text
@@ -48,6 +49,7 @@ from .window import window_start
 UNKNOWN_SERVICE = "unknown_service"
 N_LEVELS = len(SEVERITY_NAMES)
 INVALID_IDS = "trace_id must be 16 bytes and span_id 8 bytes (or empty)"
+NONE_OVER: frozenset[int] = frozenset()
 _NUMBER_LEVELS = LEVEL_OF_NUMBER
 _SEVERITY, _EXEMPT, _BOOST, _FIRST = Reason.SEVERITY, Reason.EXEMPT, Reason.BOOST, Reason.FIRST
 _SAMPLED, _DROPPED = Reason.SAMPLED, Reason.DROPPED
@@ -160,6 +162,7 @@ class Extraction:
 
     groups: dict[PatternState, list[list[Row] | None]] = field(default_factory=dict)
     invalid: list[int] = field(default_factory=list)
+    over_limits: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -181,8 +184,10 @@ class Sampler:
         dry_run: bool = False,
         boosts: BoostTable | None = None,
         max_states: int = 100_000,
+        limits: RecordLimits | None = None,
     ) -> None:
         self._engine = engine
+        self._limiter = RecordLimiter(limits or RecordLimits())
         self._keep_min = LEVEL_OF_NAME[always_keep_min_severity]
         self._dry_run = dry_run
         self.boosts = boosts if boosts is not None else BoostTable()
@@ -217,6 +222,10 @@ class Sampler:
         dry_run = self._dry_run
         might_exempt = bool(compiled.exemptions) and compiled.exemptions.might_match(raw)
         has_prior = SAMPLE_RATE_NEEDLE in raw
+        limiter = self._limiter
+        check_limits = limiter.might_hold_any(raw)
+        # a protobuf request (its wire size is known): each record's size, to look at the large ones only
+        sizes = limiter.record_sizes(raw) if check_limits and wire_size is not None else None
         outcome = BatchOutcome()
         received = forwarded = rejected = 0
 
@@ -239,7 +248,12 @@ class Sampler:
             for scope_index, scope_logs in enumerate(scopes):
                 records = scope_logs.log_records
                 received += len(records)
-                extraction = self.extract(records, service)
+                over_limits = (
+                    limiter.over(records, sizes[resource_index][scope_index] if sizes else None)
+                    if check_limits
+                    else NONE_OVER
+                )
+                extraction = self.extract(records, service, over_limits)
                 verdict = self.decide_extraction(
                     extraction, now, outcome, whole_exempt=whole_exempt, check_exemptions=might_exempt
                 )
@@ -247,8 +261,12 @@ class Sampler:
                 removed = verdict.removed
                 if extraction.invalid:
                     rejected += len(extraction.invalid)
-                    outcome.rejection_message = INVALID_IDS
+                    outcome.rejection_message = _joined(outcome.rejection_message, INVALID_IDS)
                     removed += extraction.invalid
+                if extraction.over_limits:
+                    rejected += len(extraction.over_limits)
+                    outcome.rejection_message = _joined(outcome.rejection_message, limiter.message)
+                    removed += extraction.over_limits
                 if len(removed) == len(records):
                     del records[:]
                     empty_scopes.append(scope_index)
@@ -288,8 +306,11 @@ class Sampler:
             self._evict(now)
         return outcome
 
-    def extract(self, records: Iterable[LogRecord], service: str) -> Extraction:
-        """Stage 1: validate ids, read severity and body, name the pattern, group by (state, level)."""
+    def extract(
+        self, records: Iterable[LogRecord], service: str, over_limits: frozenset[int] = frozenset()
+    ) -> Extraction:
+        """Stage 1: validate ids, read severity and body, name the pattern, group by (state, level).
+        The records at the indices `over_limits` (see RecordLimiter) are set aside as rejected."""
         states = self._states.get(service)
         if states is None:
             states = self._states[service] = {}
@@ -297,6 +318,7 @@ class Sampler:
         extraction = Extraction()
         groups = extraction.groups
         invalid = extraction.invalid
+        rejected_for_limits = extraction.over_limits
         # Bodies first, in one C-level pass and one engine call; the ids are checked after, so a
         # record rejected for its ids has still taught the engine its (valid) body.
         records = list(records)
@@ -306,6 +328,9 @@ class Sampler:
             trace_id = record.trace_id
             if (trace_id and len(trace_id) != 16) or len(record.span_id) not in (0, 8):
                 invalid.append(index)
+                continue
+            if over_limits and index in over_limits:
+                rejected_for_limits.append(index)
                 continue
             if not text:
                 pattern = add_body(record.body)  # a map, bytes or other value: see PatternEngine.add_body
@@ -476,6 +501,10 @@ class Sampler:
             template=tally.template,
             rule=state.rules[level],
         )
+
+
+def _joined(message: str, reason: str) -> str:
+    return f"{message}; {reason}" if message and reason not in message else message or reason
 
 
 def _keep_all(

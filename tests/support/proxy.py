@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from lipservice_proxy.config import ProxyConfig
 from lipservice_proxy.service import Proxy
@@ -199,6 +200,17 @@ class ProxyProcess:
     @property
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['admin']}"
+
+    def metric(self, name: str, labels: Mapping[str, str] | None = None) -> float:
+        """A sample of the proxy's /metrics (0 when absent), as ProxyThread.metric reads its registry."""
+        status, body = http_get(self.admin_url + "/metrics")
+        assert status == 200
+        wanted = dict(labels or {})
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in wanted.items()):
+                    return float(sample.value)
+        return 0.0
 
     def terminate(self, timeout: float = 30.0) -> int:
         assert self.process is not None
