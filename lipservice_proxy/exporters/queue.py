@@ -31,7 +31,7 @@ from ..telemetry import Telemetry
 from .backlog import Backlog, Batch, MemoryBacklog
 from .base import ExportResult, LogExporter
 from .persistent import DiskBacklog
-from .retry import call_with_retry
+from .retry import HintBeyondBudget, call_with_retry
 
 log = logging.getLogger(__name__)
 
@@ -201,15 +201,25 @@ class ExportQueue:
 
         def on_retry(exc: ExportError, delay: float) -> None:
             telemetry.export_retries.labels(name).inc()
-            log.warning("exporter %s: retrying %d records in %.2fs: %s", name, batch.records, delay, exc)
+            asked = " (as upstream asked)" if exc.retry_after is not None and delay <= exc.retry_after else ""
+            log.warning(
+                "exporter %s: retrying %d records in %.2fs%s: %s", name, batch.records, delay, asked, exc
+            )
 
         try:
-            result = await call_with_retry(attempt, self._retry, stop=self._stop, on_retry=on_retry)
+            result = await call_with_retry(
+                attempt, self._retry, stop=self._stop, on_retry=on_retry, outlast_hints=self._backlog.durable
+            )
         except ExportError as exc:
             if exc.retryable:  # the retry loop was stopped by shutdown
                 return False
             telemetry.export_records.labels(name, "failed").inc(batch.records)
-            log.error("exporter %s: dropping %d records: %s", name, batch.records, exc)
+            advice = (
+                "; a disk queue (queue.directory) would keep them for that wait"
+                if isinstance(exc, HintBeyondBudget)
+                else ""
+            )
+            log.error("exporter %s: dropping %d records: %s%s", name, batch.records, exc, advice)
             return True
         except Exception:  # an exporter bug must not take this sender down with it
             telemetry.export_records.labels(name, "failed").inc(batch.records)

@@ -1,9 +1,14 @@
 """Deadline-bounded exponential backoff with jitter, honouring server hints, stopping at shutdown.
 
 The schedule is pure (`Backoff`); `call_with_retry` is the thin async shell around it. A server hint
-(HTTP Retry-After, gRPC RetryInfo) replaces the computed delay. The loop ends when the attempt
-succeeds, the error is permanent, the next wait would pass `max_elapsed`, or `stop` is set; in the
-last case the last retryable error is re-raised so a persistent queue keeps the batch.
+(HTTP Retry-After, gRPC RetryInfo) bounds the wait from below: the wait is the larger of the computed
+backoff and the hint, so `Retry-After: 0` cannot turn the loop into a tight one. The loop ends when
+the attempt succeeds, the error is permanent, the next wait would pass `max_elapsed`, or `stop` is set;
+in the last case the last retryable error is re-raised so a persistent queue keeps the batch.
+
+A hint that reaches past `max_elapsed` (PostHog answers over-quota with 429 and `Retry-After: 900`)
+ends the loop at once with `HintBeyondBudget`, which says so, unless the caller keeps its data on disk
+(`outlast_hints`): then the loop waits as asked and starts a fresh `max_elapsed` after the wait.
 """
 
 from __future__ import annotations
@@ -24,8 +29,13 @@ class RetriesExhausted(PermanentExportError):
     """The retry deadline passed; the batch is given up and counted as failed."""
 
 
+class HintBeyondBudget(RetriesExhausted):
+    """The server asked for a wait longer than what is left of `max_elapsed`."""
+
+
 class Backoff:
-    """The next wait: exponential from `initial_interval` up to `max_interval`, with +/- jitter."""
+    """The next wait: exponential from `initial_interval` up to `max_interval`, with +/- jitter, and never
+    shorter than the server's hint."""
 
     def __init__(self, settings: RetrySettings, rng: Callable[[], float] = random.random) -> None:
         self._settings = settings
@@ -35,10 +45,9 @@ class Backoff:
     def next_delay(self, hint: float | None = None) -> float:
         interval = self._interval
         self._interval = min(interval * self._settings.multiplier, self._settings.max_interval)
-        if hint is not None:
-            return max(0.0, hint)
         spread = self._settings.randomization_factor * interval
-        return max(0.0, interval - spread + 2 * spread * self._rng())
+        computed = max(0.0, interval - spread + 2 * spread * self._rng())
+        return computed if hint is None else max(computed, hint)
 
 
 async def call_with_retry(
@@ -47,10 +56,14 @@ async def call_with_retry(
     *,
     stop: asyncio.Event,
     on_retry: Callable[[ExportError, float], None] | None = None,
+    outlast_hints: bool = False,
     clock: Callable[[], float] = time.monotonic,
 ) -> T:
-    """Run `attempt` until it succeeds, fails permanently, runs out of time, or `stop` is set."""
-    deadline = clock() + settings.max_elapsed
+    """Run `attempt` until it succeeds, fails permanently, runs out of time, or `stop` is set.
+
+    `outlast_hints`: wait for a server hint even past `max_elapsed` (the caller's data is safe on disk)."""
+    started = clock()
+    deadline = started + settings.max_elapsed
     backoff = Backoff(settings)
     attempts = 0
     while True:
@@ -64,11 +77,22 @@ async def call_with_retry(
                 raise RetriesExhausted(f"retry disabled: {exc}") from exc
             if stop.is_set():
                 raise
+            now = clock()
             delay = backoff.next_delay(exc.retry_after)
-            if clock() + delay > deadline:
-                raise RetriesExhausted(
-                    f"gave up after {attempts} attempts in {settings.max_elapsed:g}s: {exc}"
-                ) from exc
+            if now + delay > deadline:
+                hinted = exc.retry_after is not None and exc.retry_after >= delay
+                if not hinted:
+                    raise RetriesExhausted(
+                        f"gave up after {attempts} attempts in {now - started:.1f}s "
+                        f"(retry.max_elapsed {settings.max_elapsed:g}s): {exc}"
+                    ) from exc
+                if not outlast_hints:
+                    raise HintBeyondBudget(
+                        f"upstream asked to wait {delay:g}s before retrying, more than the "
+                        f"{max(0.0, deadline - now):.1f}s left of retry.max_elapsed "
+                        f"({settings.max_elapsed:g}s), after {attempts} attempts: {exc}"
+                    ) from exc
+                deadline = now + delay + settings.max_elapsed  # the server's wait does not use up the budget
             if on_retry is not None:
                 on_retry(exc, delay)
             try:
