@@ -254,4 +254,4 @@ def test_at_the_shutdown_deadline_what_is_left_counts_as_failed(caplog: pytest.L
 
     with caplog.at_level(logging.ERROR):
         asyncio.run(scenario())
-    assert "shutdown deadline passed with 60 records unsent; counted as failed" in caplog.text
+    assert "shutdown deadline passed with 60 acknowledged records unsent; counted as failed" in caplog.text

@@ -107,9 +107,10 @@ class ExportQueue:
         ]
         self._updated()
 
-    async def shutdown(self, deadline: float) -> None:
+    async def shutdown(self, deadline: float) -> int:
         """Stop accepting; a memory queue sends what it holds until `deadline` (monotonic) and counts
-        the rest as failed, a disk queue only lets sends in progress finish. Then close the exporter."""
+        the rest as failed, a disk queue only lets sends in progress finish. Then close the exporter.
+        Returns how many accepted records were dropped (a memory queue's leftovers; 0 for a disk queue)."""
         self._closing = True
         self._updated()
         if not self._backlog.durable:
@@ -121,15 +122,18 @@ class ExportQueue:
             task.cancel()
         await asyncio.gather(*self._senders, return_exceptions=True)
         left = await self._backlog.close()
-        if left and not self._backlog.durable:
+        dropped = 0 if self._backlog.durable else left
+        if dropped:
             log.error(
-                "exporter %s: shutdown deadline passed with %d records unsent; counted as failed",
+                "exporter %s: shutdown deadline passed with %d acknowledged records unsent; counted as "
+                "failed and lost. Set queue.directory (the disk queue) to keep them for the next start",
                 self.name,
-                left,
+                dropped,
             )
-            self._telemetry.export_records.labels(self.name, "failed").inc(left)
+            self._telemetry.export_records.labels(self.name, "failed").inc(dropped)
         self._updated()
         await self.exporter.shutdown()
+        return dropped
 
     async def _wait_for_senders(self, deadline: float) -> None:
         running = [task for task in self._senders if not task.done()]
