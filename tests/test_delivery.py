@@ -4,7 +4,10 @@ are counted and printed, run with -s to see them), refusals are retryable, and c
 
 from __future__ import annotations
 
+import gc
 import time
+import tracemalloc
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,7 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from lipservice_proxy.errors import Backpressure
 from tests.support.delivery import KEEP_ALL_POLICY, SteadyLoad, duplicates, logs_request, seqs_of
 from tests.support.proxy import ProxyProcess, ProxyThread, sink_exporter
 from tests.support.sdk import emit, sdk_logger
@@ -206,3 +210,72 @@ def test_permanent_upstream_errors_are_counted_and_not_retried(keep_all: str, si
         )
         assert batches == sink.sink.attempts("grpc") <= 5
         assert export_outcomes(proxy.metric) == {"sent": 0, "rejected": 0, "failed": 50}
+
+
+def test_a_full_memory_queue_holds_exactly_its_limit_and_refusals_retain_nothing(
+    keep_all: str, sink: SinkThread
+) -> None:
+    sink.sink.fail_grpc(grpc.StatusCode.UNAVAILABLE)  # nothing leaves: the queue fills and stays full
+    exporter = sink_exporter(
+        sink.sink.grpc_endpoint, queue={"max_records": 5000}, retry={"max_elapsed": "5m"}
+    )
+    config = {"sampler": {"policy_file": keep_all}, "exporters": [exporter]}
+    with ProxyThread(config) as proxy:
+        channel = grpc.insecure_channel(proxy.grpc_endpoint)
+        export = channel.unary_unary("/opentelemetry.proto.collector.logs.v1.LogsService/Export")
+
+        def accepted(sizes: list[int]) -> int:
+            count = 0
+            for size in sizes:
+                try:
+                    export(logs_request(range(size)).SerializeToString(), timeout=10)
+                    count += 1
+                except grpc.RpcError as error:
+                    assert error.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+            return count
+
+        assert accepted([150] * 40) == 33  # 4,950 records: a 34th request would make 5,100
+        assert accepted([51, 50, 1]) == 1  # exactly up to the limit, not one record past it
+        assert proxy.call(lambda: proxy.running.queues[0].queued_records) == 5000
+
+        body = logs_request(range(100)).SerializeToString()
+        http_request = urllib.request.Request(
+            proxy.http_url + "/v1/logs", data=body, headers={"Content-Type": "application/x-protobuf"}
+        )
+
+        def refuse(times: int) -> None:
+            for _ in range(times):
+                with pytest.raises(grpc.RpcError):
+                    export(body, timeout=10)
+                with pytest.raises(urllib.error.HTTPError) as refused:
+                    urllib.request.urlopen(http_request, timeout=10)
+                assert refused.value.code == 503
+                refused.value.close()
+
+        def proxy_heap() -> tuple[int, int]:
+            """(Backpressure objects alive, bytes held by allocations made in the proxy's code)."""
+            gc.collect()
+            alive = sum(isinstance(item, Backpressure) for item in gc.get_objects())
+            held = tracemalloc.take_snapshot().filter_traces(  # the request path, not the senders' retries
+                [
+                    tracemalloc.Filter(True, "*/lipservice_proxy/receivers/*", all_frames=True),
+                    tracemalloc.Filter(True, "*/lipservice_proxy/pipeline.py", all_frames=True),
+                ]
+            )
+            return alive, sum(stat.size for stat in held.statistics("filename"))
+
+        refuse(200)  # warm up: first-use caches, metric children, log rate limiter
+        tracemalloc.start(10)
+        try:
+            before = proxy.call(proxy_heap)
+            refuse(500)
+            after = proxy.call(proxy_heap)
+        finally:
+            tracemalloc.stop()
+        channel.close()
+        proxy.stop(drain_seconds=0.5)  # the upstream stays down: nothing to wait for
+    print(f"\n1,000 refusals: the request path holds {before[1]} -> {after[1]} bytes")
+    # No refusal is kept per request (its traceback holds the request). One may be: grpc.aio keeps the
+    # last aborted call's state, whose AbortError has the refusal as its context, until the next call.
+    assert after[0] <= 1
+    assert after[1] - before[1] < 32 * 1024  # nothing per refusal: 1,000 of them hold less than 32 KiB

@@ -238,7 +238,7 @@ def test_over_quota_beyond_max_elapsed_drops_from_memory_and_waits_on_disk(
             await queue.start()
             try:
                 payload = log_request(records=20).SerializeToString()
-                queue.check_room(len(payload))
+                queue.check_room(20, len(payload))
                 durable = queue.put(payload, 20)
                 if durable is not None:
                     await durable

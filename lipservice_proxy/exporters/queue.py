@@ -68,16 +68,17 @@ class ExportQueue:
 
     # ---- admission (called from receivers, synchronous) ----
 
-    def check_room(self, nbytes: int) -> None:
-        """Raise Backpressure (and count the refusal) unless one more payload of `nbytes` fits.
+    def check_room(self, records: int, nbytes: int) -> None:
+        """Raise Backpressure (and count the refusal) unless a request of `records` records and `nbytes`
+        bytes fits now; PayloadTooLarge when it never could.
 
-        The check is made before the sampler runs, so a refused request leaves no trace; the
-        payload then put may overshoot the budget by at most one request.
+        The check is made before the sampler runs, so a refused request leaves no trace; the payload
+        then put holds at most `records` records.
         """
         if self._closing:
             raise Backpressure(f"exporter {self.name}: shutting down")
         try:
-            self._backlog.check_room(nbytes)
+            self._backlog.check_room(records, nbytes)
         except Backpressure:
             self._telemetry.export_enqueue_refusals.labels(self.name).inc()
             raise
@@ -249,9 +250,9 @@ class Fanout:
     def __init__(self, queues: list[ExportQueue]) -> None:
         self.queues = queues
 
-    def check_room(self, nbytes: int) -> None:
+    def check_room(self, records: int, nbytes: int) -> None:
         for queue in self.queues:
-            queue.check_room(nbytes)
+            queue.check_room(records, nbytes)
 
     async def put(self, payload: bytes, records: int) -> None:
         """Queue the payload everywhere, then wait until every disk queue has it durably. Every queue

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...config import MIB, QueueSettings
-from ...errors import Backpressure
+from ...errors import Backpressure, PayloadTooLarge
 from ...telemetry import Telemetry
 from ..backlog import Batch
 from . import frames
@@ -133,8 +133,15 @@ class DiskBacklog:
 
     # ---- admission ----
 
-    def check_room(self, nbytes: int) -> None:
+    def check_room(self, records: int, nbytes: int) -> None:
+        """The disk budget bounds bytes only. An empty queue takes any payload that fits the budget (the
+        newest segment may hold acknowledged bytes that are deleted only when it is full)."""
         used = self._log.disk_bytes
+        if frames.HEADER_SIZE + nbytes > self._max_disk_bytes:
+            raise PayloadTooLarge(
+                f"a request of {nbytes} bytes can never fit the disk queue of exporter {self._name} "
+                f"(queue.max_disk_mib {self._max_disk_bytes / MIB:g}); send smaller requests"
+            )
         if self.records and used + frames.HEADER_SIZE + nbytes > self._max_disk_bytes:
             raise Backpressure(
                 f"exporter {self._name}: disk queue full ({used} of {self._max_disk_bytes} bytes used)"
