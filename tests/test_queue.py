@@ -273,3 +273,22 @@ def test_at_the_shutdown_deadline_what_is_left_counts_as_failed(caplog: pytest.L
     with caplog.at_level(logging.ERROR):
         asyncio.run(scenario())
     assert "shutdown deadline passed with 60 acknowledged records unsent; counted as failed" in caplog.text
+
+
+def test_a_send_on_the_wire_at_the_deadline_is_counted_by_its_outcome() -> None:
+    async def scenario() -> None:
+        telemetry = Telemetry()
+        async with OtlpSink() as sink:
+            sink.set_delay(0.3)  # the answer comes 0.3 s after the request arrived
+            settings = {"num_senders": 1, "batch": {"max_records": 10, "timeout": "10ms"}}
+            queue = ExportQueue(grpc_exporter(sink), queue_settings(**settings), FAST_RETRY, telemetry)
+            await queue.start()
+            for index in range(3):
+                put(queue, index * 10, 10)
+            await async_wait_until(lambda: sink.attempts("grpc") == 1, 10, what="a send on the wire")
+            await queue.shutdown(time.monotonic() + 0.05)  # the deadline passes mid-send
+            assert sink.log_record_count == 10
+            assert outcome(telemetry, "upstream", "sent") == 10  # it arrived: not counted as failed
+            assert outcome(telemetry, "upstream", "failed") == 20  # never sent
+
+    asyncio.run(scenario())

@@ -35,6 +35,11 @@ from .retry import HintBeyondBudget, call_with_retry
 
 log = logging.getLogger(__name__)
 
+IN_FLIGHT_GRACE = 1.0
+"""Seconds past the shutdown deadline for a send already on the wire to resolve, so it is counted by
+its outcome (upstream may well have it) rather than cancelled and counted as failed (or, from a disk
+queue, sent again after the restart). Within the 5 s a `--workers` supervisor allows beyond the drain."""
+
 
 def build_backlog(name: str, settings: QueueSettings, telemetry: Telemetry) -> Backlog:
     if settings.directory is not None:
@@ -110,15 +115,16 @@ class ExportQueue:
 
     async def shutdown(self, deadline: float) -> int:
         """Stop accepting; a memory queue sends what it holds until `deadline` (monotonic) and counts
-        the rest as failed, a disk queue only lets sends in progress finish. Then close the exporter.
+        the rest as failed, a disk queue only lets sends in progress finish. A send on the wire at the
+        deadline has IN_FLIGHT_GRACE more to resolve. Then close the exporter.
         Returns how many accepted records were dropped (a memory queue's leftovers; 0 for a disk queue)."""
         self._closing = True
         self._updated()
         if not self._backlog.durable:
             await self._wait_for_senders(deadline)
-        self._stop.set()
+        self._stop.set()  # ends every backoff at once; a send on the wire gets IN_FLIGHT_GRACE to resolve
         self._updated()
-        await self._wait_for_senders(deadline)
+        await self._wait_for_senders(max(deadline, time.monotonic()) + IN_FLIGHT_GRACE)
         for task in self._senders:
             task.cancel()
         await asyncio.gather(*self._senders, return_exceptions=True)
