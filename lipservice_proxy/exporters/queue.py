@@ -219,7 +219,12 @@ class ExportQueue:
 
         try:
             result = await call_with_retry(
-                attempt, self._retry, stop=self._stop, on_retry=on_retry, outlast_hints=self._backlog.durable
+                attempt,
+                self._retry,
+                stop=self._stop,
+                on_retry=on_retry,
+                outlast_hints=self._backlog.durable,
+                reconnected=self.exporter.reconnected,
             )
         except ExportError as exc:
             if exc.retryable:  # the retry loop was stopped by shutdown

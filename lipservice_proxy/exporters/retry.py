@@ -6,6 +6,9 @@ backoff and the hint, so `Retry-After: 0` cannot turn the loop into a tight one.
 the attempt succeeds, the error is permanent, the next wait would pass `max_elapsed`, or `stop` is set;
 in the last case the last retryable error is re-raised so a persistent queue keeps the batch.
 
+While waiting, `reconnected` (the exporter's) may end the wait early: a connection that was down is
+back, so the retry goes at once and the backoff starts again from `initial_interval`.
+
 A hint that reaches past `max_elapsed` (PostHog answers over-quota with 429 and `Retry-After: 900`)
 ends the loop at once with `HintBeyondBudget`, which says so, unless the caller keeps its data on disk
 (`outlast_hints`): then the loop waits as asked and starts a fresh `max_elapsed` after the wait.
@@ -57,11 +60,13 @@ async def call_with_retry(
     stop: asyncio.Event,
     on_retry: Callable[[ExportError, float], None] | None = None,
     outlast_hints: bool = False,
+    reconnected: Callable[[], Awaitable[None]] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> T:
     """Run `attempt` until it succeeds, fails permanently, runs out of time, or `stop` is set.
 
-    `outlast_hints`: wait for a server hint even past `max_elapsed` (the caller's data is safe on disk)."""
+    `outlast_hints`: wait for a server hint even past `max_elapsed` (the caller's data is safe on disk).
+    `reconnected`: returns when a lost connection is back, which ends a wait early."""
     started = clock()
     deadline = started + settings.max_elapsed
     backoff = Backoff(settings)
@@ -95,8 +100,33 @@ async def call_with_retry(
                 deadline = now + delay + settings.max_elapsed  # the server's wait does not use up the budget
             if on_retry is not None:
                 on_retry(exc, delay)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-            except TimeoutError:
-                continue
-            raise
+            woken = await _pause(delay, stop, None if exc.retry_after is not None else reconnected)
+            if stop.is_set():
+                raise
+            if woken:
+                backoff = Backoff(settings)
+
+
+async def _pause(
+    delay: float, stop: asyncio.Event, reconnected: Callable[[], Awaitable[None]] | None
+) -> bool:
+    """Wait `delay` seconds or until `stop` is set; True when `reconnected` returned first. A `reconnected`
+    that fails is no signal: the wait goes on."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + delay
+    stopped = asyncio.ensure_future(stop.wait())
+    waiters = {stopped} if reconnected is None else {stopped, asyncio.ensure_future(reconnected())}
+    try:
+        while (left := end - loop.time()) > 0:
+            done, _ = await asyncio.wait(waiters, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            if not done or stopped in done:
+                return False
+            for waiter in done:
+                if not waiter.cancelled() and waiter.exception() is None:
+                    return True
+                waiters.discard(waiter)
+        return False
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
