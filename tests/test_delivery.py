@@ -190,6 +190,7 @@ def test_kill_9_under_load_then_restart_delivers_every_acknowledged_record(
         f"delivered {time.monotonic() - started:.1f}s after the restart"
     )
     assert report.acknowledged <= set(arrived)
+    assert duplicates(arrived) <= 2 * 200  # at most the batches of the two senders in flight at the kill
     assert replayed >= 1
     assert report.errors == []
 
@@ -311,3 +312,45 @@ def test_delivery_resumes_within_a_second_or_so_of_the_upstream_coming_back(
         lag = time.monotonic() - back
     print(f"\ndelivery resumed {lag:.2f}s after the upstream came back (the backoff then was 10 s)")
     assert lag < 3
+
+
+def test_kill_9_after_a_batch_was_rescheduled_resends_only_what_was_in_flight(
+    keep_all: str, sink: SinkThread, tmp_path: Path
+) -> None:
+    senders, batch = 4, 200
+    queue = {"directory": str(tmp_path / "queue"), "num_senders": senders, "batch": {"max_records": batch}}
+    exporter = sink_exporter(sink.sink.grpc_endpoint, queue=queue)
+    config = {"sampler": {"policy_file": keep_all}, "exporters": [exporter]}
+    in_flight_at_most = senders * batch
+    with ProxyProcess(config, tmp_path) as first:
+        load = SteadyLoad(first.grpc_endpoint, per_request=20, interval=0.005).start()
+        try:
+            wait_until(lambda: sink.sink.log_record_count >= 500, 60, what="a steady flow")
+            # The next batch is refused with a one-minute RetryInfo: it waits while the others go on.
+            sink.sink.fail_grpc(grpc.StatusCode.UNAVAILABLE, times=1, retry_after=60)
+            refused_at = sink.sink.attempts("grpc")
+            wait_until(lambda: sink.sink.attempts("grpc") > refused_at, 30, what="the refused batch")
+            past = sink.sink.log_record_count + 5000
+            wait_until(lambda: sink.sink.log_record_count >= past, 60, what="5,000 records past it")
+            first.kill()  # SIGKILL: no flush, no goodbye
+        finally:
+            report = load.stop()
+    arrived_before = sink.sink.log_record_count
+    with ProxyProcess(config, tmp_path) as second:
+        wait_for_arrivals(sink, report.acknowledged, 60)
+        wait_until(
+            lambda: scrape(second.admin_url, "lipservice_export_queue_records", {"exporter": EXPORTER}) == 0,
+            30,
+            interval=0.2,
+            what="the replayed queue to drain",
+        )
+        arrived = seqs_of(sink.sink.log_records())
+    repeats = duplicates(arrived)
+    print(
+        f"\nkill -9 with a batch rescheduled: {len(report.acknowledged)} records acknowledged, "
+        f"{arrived_before} had arrived before the kill, {repeats} duplicates after the restart "
+        f"(at most {in_flight_at_most} were in flight)"
+    )
+    assert report.acknowledged <= set(arrived)
+    assert repeats <= in_flight_at_most
+    assert report.errors == []
