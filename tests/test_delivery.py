@@ -282,27 +282,24 @@ def test_a_full_memory_queue_holds_exactly_its_limit_and_refusals_retain_nothing
     assert after[1] - before[1] < 32 * 1024  # nothing per refusal: 1,000 of them hold less than 32 KiB
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_delivery_resumes_within_a_second_or_so_of_the_upstream_coming_back(
-    keep_all: str, sink: SinkThread
+    keep_all: str, sink: SinkThread, protocol: str
 ) -> None:
     sink.stop()  # down from the start: the first send fails to connect
-    exporter = sink_exporter(
-        sink.sink.grpc_endpoint,
-        # Without jitter the waits are 0.5, 1.5, 4.5 then 10 s: the outage lasts into the 10 s one.
-        retry={
-            "initial_interval": "500ms",
-            "multiplier": 3,
-            "randomization_factor": 0,
-            "max_interval": "10s",
-        },
-    )
+    # Without jitter the waits are 0.5, 1.5, 4.5 then 10 s: the outage lasts into the 10 s one.
+    retry = {"initial_interval": "500ms", "multiplier": 3, "randomization_factor": 0, "max_interval": "10s"}
+    exporter = sink_exporter(sink.sink.grpc_endpoint, retry=retry)
+    if protocol == "http":
+        exporter.update(type="otlp_http", endpoint=f"{sink.sink.http_url}/v1/logs")
+    exporter_name = exporter["type"]
     config = {"sampler": {"policy_file": keep_all}, "exporters": [exporter]}
     with ProxyThread(config) as proxy:
         channel = grpc.insecure_channel(proxy.grpc_endpoint)
         export = channel.unary_unary("/opentelemetry.proto.collector.logs.v1.LogsService/Export")
         export(logs_request(range(10)).SerializeToString(), timeout=10)
         channel.close()
-        retries = {"exporter": EXPORTER}
+        retries = {"exporter": exporter_name}
         wait_until(
             lambda: proxy.metric("lipservice_export_retries_total", retries) >= 4, 30, what="a long backoff"
         )
@@ -310,7 +307,7 @@ def test_delivery_resumes_within_a_second_or_so_of_the_upstream_coming_back(
         back = time.monotonic()
         wait_until(lambda: sink.sink.log_record_count >= 10, 30, interval=0.005, what="delivery")
         lag = time.monotonic() - back
-    print(f"\ndelivery resumed {lag:.2f}s after the upstream came back (the backoff then was 10 s)")
+    print(f"\n[{protocol}] delivery resumed {lag:.2f}s after the upstream came back (the backoff was 10 s)")
     assert lag < 3
 
 
