@@ -203,3 +203,27 @@ def test_outlasting_hints_waits_past_max_elapsed_then_delivers(sink: OtlpSink) -
     assert asyncio.run(scenario()) == ExportResult()
     assert [delay for _, delay in retries] == [0.4, 0.4]
     assert sink.attempts("http") == 3 and sink.log_record_count == 4
+
+
+def test_a_reconnection_ends_the_wait_early_and_a_failing_watch_does_not(sink: OtlpSink) -> None:
+    settings = RetrySettings(initial_interval=0.5, max_interval=0.5, max_elapsed=20, randomization_factor=0)
+
+    async def broken_watch() -> None:
+        raise RuntimeError("the connection cannot be watched")
+
+    async def timed(reconnected: Any) -> float:
+        fail(sink, "http", times=1)
+        exporter = build_exporter(exporter_config(sink, "http"))
+        await exporter.start()
+        started = time.monotonic()
+        try:
+            await call_with_retry(
+                lambda: exporter.export(PAYLOAD, 4), settings, stop=asyncio.Event(), reconnected=reconnected
+            )
+        finally:
+            await exporter.shutdown()
+        return time.monotonic() - started
+
+    assert asyncio.run(timed(lambda: asyncio.sleep(0))) < 0.4  # "reconnected" at once: no 0.5 s wait
+    assert asyncio.run(timed(broken_watch)) >= 0.5  # no signal: the whole backoff, not a tight loop
+    assert sink.attempts("http") == 4
