@@ -1,7 +1,8 @@
 """`lipservice-proxy` and its subcommands.
 
 Exit codes: 0 success, 1 a failure while running, 2 invalid usage, config or policy (with one clear
-message on stderr and no traceback).
+message on stderr and no traceback), 3 `run` stopped but had to drop records it had acknowledged
+(memory queues still held them at the shutdown deadline; a log line says how many).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from .sampling.policy import Policy
     from .service import Service
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_RECORDS_LOST = 0, 1, 2, 3
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -61,12 +62,12 @@ def _run(args: argparse.Namespace) -> int:
         die_with_parent()
     from .service import run_until_signalled
 
-    async def serve() -> None:
+    async def serve() -> int:
         # Built inside the running loop: grpc.aio servers and channels bind to the loop they are made in.
-        await run_until_signalled(_service(config, args), worker=args.worker_index)
+        return await run_until_signalled(_service(config, args), worker=args.worker_index)
 
-    _event_loop_runner()(serve())
-    return EXIT_OK
+    dropped = _event_loop_runner()(serve())
+    return EXIT_RECORDS_LOST if dropped else EXIT_OK
 
 
 def _service(config: ProxyConfig, args: argparse.Namespace) -> Service:

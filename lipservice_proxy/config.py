@@ -104,7 +104,7 @@ class Model(BaseModel):
 
 
 class RetrySettings(Model):
-    """Exponential backoff with jitter inside a deadline; server hints (Retry-After, RetryInfo) win."""
+    """Exponential backoff with jitter inside a deadline; a hint (Retry-After, RetryInfo) is its floor."""
 
     enabled: bool = True
     initial_interval: Duration = 1.0

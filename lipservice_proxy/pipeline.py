@@ -71,10 +71,14 @@ class LogsPipeline:
         self, request: ExportLogsServiceRequest, raw: bytes, wire_size: int | None = None
     ) -> ConsumeResult:
         """Decide, count and queue one request; return once every queue holds it (on disk, for a disk
-        queue). Raises Backpressure before deciding anything when a queue or memory is full."""
+        queue). Raises Backpressure before deciding anything when a queue or memory is full, PayloadTooLarge
+        when the request could never fit a queue."""
         if self._admission is not None:
             self._admission.check()
-        self._fanout.check_room(len(raw))
+        records = sum(
+            len(scope.log_records) for resource in request.resource_logs for scope in resource.scope_logs
+        )
+        self._fanout.check_room(records, len(raw))
         now = self._clock()
         outcome = self._sampler.process(request, raw, now, wire_size)
         self._telemetry.observe_outcome(outcome)

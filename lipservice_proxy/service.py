@@ -180,8 +180,9 @@ class Proxy:
         if self.fleet is not None:
             self.fleet.announce()
 
-    async def stop(self, drain_seconds: float = 10.0) -> None:
-        """Stop receiving, flush queued records upstream within `drain_seconds`, then close everything."""
+    async def stop(self, drain_seconds: float = 10.0) -> int:
+        """Stop receiving, flush queued records upstream within `drain_seconds`, then close everything.
+        Returns how many acknowledged records were dropped (memory queues' leftovers at the deadline)."""
         deadline = time.monotonic() + drain_seconds
         self._ready = False
         receivers = [r for r in (self.grpc, self.http) if r is not None]
@@ -192,7 +193,7 @@ class Proxy:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.fleet is not None:  # no record arrives any more: the last window is complete
             await self.fleet.stop(report_seconds=min(2.0, drain_seconds / 4))
-        await asyncio.gather(*(queue.shutdown(deadline) for queue in self.queues))
+        dropped = sum(await asyncio.gather(*(queue.shutdown(deadline) for queue in self.queues)))
         if self.passthrough is not None:
             await self.passthrough.stop()
         if self.analysis is not None:
@@ -200,6 +201,7 @@ class Proxy:
         self._save_patterns()
         if self.admin is not None:
             await self.admin.stop()
+        return dropped
 
     def _spawn(self, coroutine: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(coroutine, name=name))
@@ -286,7 +288,9 @@ class Service(Protocol):
 
     async def start(self) -> None: ...
 
-    async def stop(self, drain_seconds: float = 10.0) -> None: ...
+    async def stop(self, drain_seconds: float = 10.0) -> int | None:
+        """Stop; returns how many acknowledged records were dropped, when the service holds any."""
+        ...
 
 
 def settle_heap() -> None:
@@ -304,9 +308,10 @@ def settle_heap() -> None:
 
 async def run_until_signalled(
     service: Service, stop_timeout: float = 10.0, *, worker: int | None = None
-) -> None:
-    """Run until SIGTERM or SIGINT, then stop gracefully. A worker of `run --workers N` announces
-    itself without ports: its parent announces the shared ports once every worker is up."""
+) -> int:
+    """Run until SIGTERM or SIGINT, then stop gracefully; return how many acknowledged records were
+    dropped at shutdown. A worker of `run --workers N` announces itself without ports: its parent
+    announces the shared ports once every worker is up."""
     import signal
 
     loop = asyncio.get_running_loop()
@@ -322,5 +327,9 @@ async def run_until_signalled(
         log.info("lipservice-proxy worker ready", extra={"worker": worker})
     await stop.wait()
     log.info("shutting down: stopping receivers, flushing queues")
-    await service.stop(stop_timeout)
-    log.info("stopped")
+    dropped = await service.stop(stop_timeout) or 0
+    if dropped:
+        log.error("stopped; %d acknowledged records were dropped at shutdown", dropped)
+    else:
+        log.info("stopped")
+    return dropped

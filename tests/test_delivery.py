@@ -4,7 +4,10 @@ are counted and printed, run with -s to see them), refusals are retryable, and c
 
 from __future__ import annotations
 
+import gc
 import time
+import tracemalloc
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,7 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from lipservice_proxy.errors import Backpressure
 from tests.support.delivery import KEEP_ALL_POLICY, SteadyLoad, duplicates, logs_request, seqs_of
 from tests.support.proxy import ProxyProcess, ProxyThread, sink_exporter
 from tests.support.sdk import emit, sdk_logger
@@ -186,6 +190,7 @@ def test_kill_9_under_load_then_restart_delivers_every_acknowledged_record(
         f"delivered {time.monotonic() - started:.1f}s after the restart"
     )
     assert report.acknowledged <= set(arrived)
+    assert duplicates(arrived) <= 2 * 200  # at most the batches of the two senders in flight at the kill
     assert replayed >= 1
     assert report.errors == []
 
@@ -206,3 +211,144 @@ def test_permanent_upstream_errors_are_counted_and_not_retried(keep_all: str, si
         )
         assert batches == sink.sink.attempts("grpc") <= 5
         assert export_outcomes(proxy.metric) == {"sent": 0, "rejected": 0, "failed": 50}
+
+
+def test_a_full_memory_queue_holds_exactly_its_limit_and_refusals_retain_nothing(
+    keep_all: str, sink: SinkThread
+) -> None:
+    sink.sink.fail_grpc(grpc.StatusCode.UNAVAILABLE)  # nothing leaves: the queue fills and stays full
+    exporter = sink_exporter(
+        sink.sink.grpc_endpoint, queue={"max_records": 5000}, retry={"max_elapsed": "5m"}
+    )
+    config = {"sampler": {"policy_file": keep_all}, "exporters": [exporter]}
+    with ProxyThread(config) as proxy:
+        channel = grpc.insecure_channel(proxy.grpc_endpoint)
+        export = channel.unary_unary("/opentelemetry.proto.collector.logs.v1.LogsService/Export")
+
+        def accepted(sizes: list[int]) -> int:
+            count = 0
+            for size in sizes:
+                try:
+                    export(logs_request(range(size)).SerializeToString(), timeout=10)
+                    count += 1
+                except grpc.RpcError as error:
+                    assert error.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+            return count
+
+        assert accepted([150] * 40) == 33  # 4,950 records: a 34th request would make 5,100
+        assert accepted([51, 50, 1]) == 1  # exactly up to the limit, not one record past it
+        assert proxy.call(lambda: proxy.running.queues[0].queued_records) == 5000
+
+        body = logs_request(range(100)).SerializeToString()
+        http_request = urllib.request.Request(
+            proxy.http_url + "/v1/logs", data=body, headers={"Content-Type": "application/x-protobuf"}
+        )
+
+        def refuse(times: int) -> None:
+            for _ in range(times):
+                with pytest.raises(grpc.RpcError):
+                    export(body, timeout=10)
+                with pytest.raises(urllib.error.HTTPError) as refused:
+                    urllib.request.urlopen(http_request, timeout=10)
+                assert refused.value.code == 503
+                refused.value.close()
+
+        def proxy_heap() -> tuple[int, int]:
+            """(Backpressure objects alive, bytes held by allocations made in the request path). Runs on
+            this thread, as the proxy's loop goes on: the counts are of the whole process."""
+            gc.collect()
+            alive = sum(isinstance(item, Backpressure) for item in gc.get_objects())
+            held = tracemalloc.take_snapshot().filter_traces(  # the request path, not the senders' retries
+                [
+                    tracemalloc.Filter(True, "*/lipservice_proxy/receivers/*", all_frames=True),
+                    tracemalloc.Filter(True, "*/lipservice_proxy/pipeline.py", all_frames=True),
+                ]
+            )
+            return alive, sum(stat.size for stat in held.statistics("filename"))
+
+        refuse(200)  # warm up: first-use caches, metric children, log rate limiter
+        tracemalloc.start(10)
+        try:
+            before = proxy_heap()
+            refuse(500)
+            after = proxy_heap()
+        finally:
+            tracemalloc.stop()
+        channel.close()
+        proxy.stop(drain_seconds=0.5)  # the upstream stays down: nothing to wait for
+    print(f"\n1,000 refusals: the request path holds {before[1]} -> {after[1]} bytes")
+    # No refusal is kept per request (its traceback holds the request). One may be: grpc.aio keeps the
+    # last aborted call's state, whose AbortError has the refusal as its context, until the next call.
+    assert after[0] <= 1
+    assert after[1] - before[1] < 32 * 1024  # nothing per refusal: 1,000 of them hold less than 32 KiB
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_delivery_resumes_within_a_second_or_so_of_the_upstream_coming_back(
+    keep_all: str, sink: SinkThread, protocol: str
+) -> None:
+    sink.stop()  # down from the start: the first send fails to connect
+    # Without jitter the waits are 0.5, 1.5, 4.5 then 10 s: the outage lasts into the 10 s one.
+    retry = {"initial_interval": "500ms", "multiplier": 3, "randomization_factor": 0, "max_interval": "10s"}
+    exporter = sink_exporter(sink.sink.grpc_endpoint, retry=retry)
+    if protocol == "http":
+        exporter.update(type="otlp_http", endpoint=f"{sink.sink.http_url}/v1/logs")
+    exporter_name = exporter["type"]
+    config = {"sampler": {"policy_file": keep_all}, "exporters": [exporter]}
+    with ProxyThread(config) as proxy:
+        channel = grpc.insecure_channel(proxy.grpc_endpoint)
+        export = channel.unary_unary("/opentelemetry.proto.collector.logs.v1.LogsService/Export")
+        export(logs_request(range(10)).SerializeToString(), timeout=10)
+        channel.close()
+        retries = {"exporter": exporter_name}
+        wait_until(
+            lambda: proxy.metric("lipservice_export_retries_total", retries) >= 4, 30, what="a long backoff"
+        )
+        sink.start()
+        back = time.monotonic()
+        wait_until(lambda: sink.sink.log_record_count >= 10, 30, interval=0.005, what="delivery")
+        lag = time.monotonic() - back
+    print(f"\n[{protocol}] delivery resumed {lag:.2f}s after the upstream came back (the backoff was 10 s)")
+    assert lag < 3
+
+
+def test_kill_9_after_a_batch_was_rescheduled_resends_only_what_was_in_flight(
+    keep_all: str, sink: SinkThread, tmp_path: Path
+) -> None:
+    senders, batch = 4, 200
+    queue = {"directory": str(tmp_path / "queue"), "num_senders": senders, "batch": {"max_records": batch}}
+    exporter = sink_exporter(sink.sink.grpc_endpoint, queue=queue)
+    config = {"sampler": {"policy_file": keep_all}, "exporters": [exporter]}
+    in_flight_at_most = senders * batch
+    with ProxyProcess(config, tmp_path) as first:
+        load = SteadyLoad(first.grpc_endpoint, per_request=20, interval=0.005).start()
+        try:
+            wait_until(lambda: sink.sink.log_record_count >= 500, 60, what="a steady flow")
+            # The next batch is refused with a one-minute RetryInfo: it waits while the others go on.
+            sink.sink.fail_grpc(grpc.StatusCode.UNAVAILABLE, times=1, retry_after=60)
+            refused_at = sink.sink.attempts("grpc")
+            wait_until(lambda: sink.sink.attempts("grpc") > refused_at, 30, what="the refused batch")
+            past = sink.sink.log_record_count + 5000
+            wait_until(lambda: sink.sink.log_record_count >= past, 60, what="5,000 records past it")
+            first.kill()  # SIGKILL: no flush, no goodbye
+        finally:
+            report = load.stop()
+    arrived_before = sink.sink.log_record_count
+    with ProxyProcess(config, tmp_path) as second:
+        wait_for_arrivals(sink, report.acknowledged, 60)
+        wait_until(
+            lambda: scrape(second.admin_url, "lipservice_export_queue_records", {"exporter": EXPORTER}) == 0,
+            30,
+            interval=0.2,
+            what="the replayed queue to drain",
+        )
+        arrived = seqs_of(sink.sink.log_records())
+    repeats = duplicates(arrived)
+    print(
+        f"\nkill -9 with a batch rescheduled: {len(report.acknowledged)} records acknowledged, "
+        f"{arrived_before} had arrived before the kill, {repeats} duplicates after the restart "
+        f"(at most {in_flight_at_most} were in flight)"
+    )
+    assert report.acknowledged <= set(arrived)
+    assert repeats <= in_flight_at_most
+    assert report.errors == []

@@ -1,12 +1,15 @@
 """The persistent queue's file format and segment log, on real files: entries read back exactly,
 damage (flipped bytes, torn tails) is skipped and reported without losing the entries around it,
-the ack cursor survives a restart, acknowledged segments are deleted, and one process owns a directory."""
+the ack cursor and spans acknowledged out of order survive a restart (an ack file of the previous
+format too), acknowledged segments are deleted, and one process owns a directory."""
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import pytest
+import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -226,4 +229,45 @@ def test_a_failed_write_seals_the_segment_and_the_next_append_starts_a_new_one(t
     again, _ = open_log(tmp_path)
     report = again.open()  # the 10 stray bytes are a torn tail, skipped with a report
     assert report.records == 5 and len(report.damage) == 1 and "torn tail" in report.damage[0]
+    close(again)
+
+
+def test_spans_acknowledged_out_of_order_are_not_replayed_and_their_segments_go(tmp_path: Path) -> None:
+    log, _ = open_log(tmp_path)
+    log.open()
+    append(log, range(40))  # 8 entries in each of 5 segments
+    read = read_seqs(log)
+    written = segment_files(tmp_path)
+    # Entries 5..9 still in flight (one rescheduled batch); 10..39 and 0..4 acknowledged.
+    log.acknowledge(read[5][1].start, [(read[10][1].start, read[39][1].end)])
+    assert segment_files(tmp_path) == [*written[:2], written[4]]  # 3 and 4 lie in the span; 5 is active
+    close(log)
+
+    again, damaged = open_log(tmp_path)
+    report = again.open()
+    assert report.records == 5 and damaged == []
+    assert [seq for seq, _ in read_seqs(again)] == [5, 6, 7, 8, 9]
+    append(again, range(40, 42))
+    read_again = read_seqs(again)
+    assert [seq for seq, _ in read_again] == [40, 41]
+    again.acknowledge(read_again[-1][1].end)  # everything: the span of the first run is passed too
+    close(again)
+
+    third, _ = open_log(tmp_path)
+    assert third.open().records == 0
+    close(third)
+
+
+def test_an_ack_file_of_format_1_is_still_read(tmp_path: Path) -> None:
+    log, _ = open_log(tmp_path)
+    log.open()
+    append(log, range(30))
+    read = read_seqs(log)
+    close(log)
+    cursor = struct.pack("<QQ", *read[11][1].end)  # what the previous version wrote: the cursor alone
+    (tmp_path / "ack").write_bytes(cursor + xxhash.xxh32_intdigest(cursor).to_bytes(4, "little"))
+
+    again, _ = open_log(tmp_path)
+    assert again.open().records == 18
+    assert [seq for seq, _ in read_seqs(again)] == list(range(12, 30))
     close(again)

@@ -6,21 +6,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from lipservice_proxy.config import PosthogExporterConfig, RetrySettings
+from lipservice_proxy.config import PosthogExporterConfig, QueueSettings, RetrySettings
 from lipservice_proxy.errors import ConfigError, ExportError, PermanentExportError, RetryableExportError
 from lipservice_proxy.exporters import build_exporter
 from lipservice_proxy.exporters.base import ExportResult
 from lipservice_proxy.exporters.posthog import PosthogExporter, split_request
+from lipservice_proxy.exporters.queue import ExportQueue
 from lipservice_proxy.exporters.retry import call_with_retry
+from lipservice_proxy.telemetry import Telemetry
+from tests.support.delivery import outcome
 from tests.support.leaks import no_resource_leaks  # noqa: F401 - a fixture
 from tests.support.otlp_samples import attribute, log_request
 from tests.support.posthog_server import PosthogServer
 from tests.support.sink import LogEntry
+from tests.support.waiting import async_wait_until
 
 pytestmark = pytest.mark.usefixtures("no_resource_leaks")
 
@@ -114,8 +120,8 @@ def test_missing_token_is_a_clear_error_at_build() -> None:
 
 def test_rate_limit_retry_after_is_honoured_then_delivered() -> None:
     delays: list[float] = []
-    # A backoff far longer than the server's hint: the delay used must be the hint.
-    settings = RetrySettings(initial_interval=30, max_interval=30, max_elapsed=120)
+    # A backoff far shorter than the server's hint: the delay used must be the hint.
+    settings = RetrySettings(initial_interval=0.01, max_interval=0.01, max_elapsed=120)
 
     async def scenario() -> tuple[ExportResult, PosthogServer]:
         async with PosthogServer(TOKEN) as server:
@@ -212,3 +218,47 @@ def test_split_request_bounds_every_body_and_keeps_order(max_bytes: int) -> None
     assert all(len(body) <= max_bytes for body in split.bodies)
     assert [entry for part in parts for entry in flatten(part)] == flatten(request)
     assert split.oversized == []
+
+
+@pytest.mark.parametrize("disk", [False, True], ids=["memory", "disk"])
+def test_over_quota_beyond_max_elapsed_drops_from_memory_and_waits_on_disk(
+    disk: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostHog over quota answers 429 with a Retry-After longer than the retry budget."""
+    settings = {"batch": {"timeout": "10ms"}, **({"directory": str(tmp_path)} if disk else {})}
+    retry = RetrySettings(initial_interval=0.01, max_interval=0.05, max_elapsed=0.5)
+    telemetry = Telemetry()
+
+    async def scenario() -> PosthogServer:
+        async with PosthogServer(TOKEN) as server:
+            server.rate_limit(times=1, retry_after=1)
+            queue = ExportQueue(
+                exporter_for(server), QueueSettings.model_validate(settings), retry, telemetry
+            )
+            await queue.start()
+            try:
+                payload = log_request(records=20).SerializeToString()
+                queue.check_room(20, len(payload))
+                durable = queue.put(payload, 20)
+                if durable is not None:
+                    await durable
+                await async_wait_until(lambda: queue.queued_records == 0, 10, what="the batch's outcome")
+            finally:
+                await queue.shutdown(time.monotonic() + 5)
+            return server
+
+    with caplog.at_level(logging.WARNING, logger="lipservice_proxy.exporters.queue"):
+        server = asyncio.run(scenario())
+    outcomes = {kind: outcome(telemetry, "posthog", kind) for kind in ("sent", "failed")}
+    messages = [record.getMessage() for record in caplog.records]
+    assert server.rate_limited == 1
+    if disk:
+        assert outcomes == {"sent": 20, "failed": 0} and len(server.log_records()) == 20
+        assert any("retrying 20 records in 1.00s (as upstream asked)" in text for text in messages), messages
+    else:
+        assert outcomes == {"sent": 0, "failed": 20} and server.log_records() == []
+        assert any(
+            "dropping 20 records: upstream asked to wait 1s before retrying, more than the" in text
+            and "a disk queue (queue.directory) would keep them" in text
+            for text in messages
+        ), messages

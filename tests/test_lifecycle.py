@@ -1,10 +1,12 @@
-"""The proxy as a process: start-up on defaults, SIGTERM drains the queues and exits 0."""
+"""The proxy as a process: start-up on defaults, SIGTERM drains the queues and exits 0, or 3 when it
+had to drop acknowledged records."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import yaml
 
@@ -113,3 +115,29 @@ def test_unwritable_pattern_state_is_logged_and_counted_and_shutdown_still_exits
     errors = [line["msg"] for line in proxy.log_lines if line.get("level") == "error"]
     assert all(message.startswith("cannot save pattern state: ") for message in errors)
     assert str(blocker / "patterns" / "state.json") in errors[0]
+
+
+def test_sigterm_that_drops_acknowledged_records_exits_3_and_says_how_to_keep_them(
+    tmp_path: Path, sink: SinkThread
+) -> None:
+    (tmp_path / "policy.yaml").write_text(KEEP_ALL)
+    sink.sink.fail_grpc(grpc.StatusCode.UNAVAILABLE)  # upstream down for the whole run
+    config = {
+        "sampler": {"policy_file": "policy.yaml"},
+        "exporters": [sink_exporter(sink.sink.grpc_endpoint)],  # a memory queue, 30 s of retries
+    }
+    with ProxyProcess(config, tmp_path) as proxy:
+        with sdk_logger(proxy.grpc_endpoint, batch_size=50) as logger:
+            emit(logger, ({"body": f"order {i} shipped", "severity": "INFO"} for i in range(300)))
+        status, body = http_get(proxy.admin_url + "/metrics")
+        assert status == 200
+        assert b'lipservice_log_records_received_total{service="checkout",severity="INFO"} 300.0' in body
+        assert proxy.terminate(timeout=60) == 3
+    assert sink.sink.log_record_count == 0
+    errors = [line.get("msg", "") for line in proxy.log_lines if line.get("level") == "error"]
+    assert any(
+        "shutdown deadline passed with 300 acknowledged records unsent" in message
+        and "queue.directory (the disk queue)" in message
+        for message in errors
+    ), errors
+    assert any("300 acknowledged records were dropped at shutdown" in message for message in errors), errors

@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from lipservice_proxy.config import QueueSettings, RetrySettings
-from lipservice_proxy.errors import Backpressure
+from lipservice_proxy.errors import Backpressure, PayloadTooLarge
 from lipservice_proxy.exporters.base import ExportResult, LogExporter
 from lipservice_proxy.exporters.otlp_grpc import OtlpGrpcExporter
 from lipservice_proxy.exporters.queue import ExportQueue, Fanout
@@ -43,7 +43,7 @@ async def export_queue(
 
 
 def put(queue: ExportQueue, first: int, count: int) -> None:
-    queue.check_room(0)
+    queue.check_room(count, 0)
     assert queue.put(logs_request(range(first, first + count)).SerializeToString(), count) is None
 
 
@@ -92,23 +92,41 @@ def test_a_full_queue_refuses_with_backpressure_until_it_drained() -> None:
         async with OtlpSink() as sink:
             sink.set_delay(0.3)
             full = ExportQueue(
-                grpc_exporter(sink, "small"), queue_settings(max_records=50), FAST_RETRY, telemetry
+                grpc_exporter(sink, "small"), queue_settings(max_records=100), FAST_RETRY, telemetry
             )
             roomy = ExportQueue(grpc_exporter(sink, "roomy"), queue_settings(), FAST_RETRY, telemetry)
             fanout = Fanout([roomy, full])
-            fanout.check_room(100)
-            await fanout.put(logs_request(range(60)).SerializeToString(), 60)  # an empty queue takes any one
+            fanout.check_room(60, 100)
+            await fanout.put(logs_request(range(60)).SerializeToString(), 60)
             with pytest.raises(Backpressure, match="small: queue full"):
-                fanout.check_room(100)
+                fanout.check_room(41, 100)  # one record past the limit
             assert metric(telemetry, "lipservice_export_enqueue_refusals_total", exporter="small") == 1
             assert roomy.queued_records == 60  # admitted by all or by none: nothing was half-put
+            fanout.check_room(40, 100)  # exactly up to the limit
             for queue in (full, roomy):
                 await queue.start()
             await async_wait_until(lambda: full.queued_records == 0, 10, what="the small queue to drain")
-            fanout.check_room(100)
+            fanout.check_room(100, 100)
             for queue in (full, roomy):
                 await queue.shutdown(time.monotonic() + 5)
             assert outcome(telemetry, "small", "sent") == outcome(telemetry, "roomy", "sent") == 60
+
+    asyncio.run(scenario())
+
+
+def test_a_request_larger_than_the_whole_queue_is_refused_for_good() -> None:
+    async def scenario() -> None:
+        telemetry = Telemetry()
+        async with OtlpSink() as sink:
+            queue = ExportQueue(
+                grpc_exporter(sink), queue_settings(max_records=100, max_bytes=4096), FAST_RETRY, telemetry
+            )
+            with pytest.raises(PayloadTooLarge, match=r"101 records .* never fit .*queue.max_records 100"):
+                queue.check_room(101, 10)  # empty, and still refused: it could never fit
+            with pytest.raises(PayloadTooLarge, match=r"queue.max_bytes 4096"):
+                queue.check_room(1, 4097)
+            queue.check_room(100, 4096)
+            assert metric(telemetry, "lipservice_export_enqueue_refusals_total", exporter="upstream") == 0
 
     asyncio.run(scenario())
 
@@ -254,4 +272,23 @@ def test_at_the_shutdown_deadline_what_is_left_counts_as_failed(caplog: pytest.L
 
     with caplog.at_level(logging.ERROR):
         asyncio.run(scenario())
-    assert "shutdown deadline passed with 60 records unsent; counted as failed" in caplog.text
+    assert "shutdown deadline passed with 60 acknowledged records unsent; counted as failed" in caplog.text
+
+
+def test_a_send_on_the_wire_at_the_deadline_is_counted_by_its_outcome() -> None:
+    async def scenario() -> None:
+        telemetry = Telemetry()
+        async with OtlpSink() as sink:
+            sink.set_delay(0.3)  # the answer comes 0.3 s after the request arrived
+            settings = {"num_senders": 1, "batch": {"max_records": 10, "timeout": "10ms"}}
+            queue = ExportQueue(grpc_exporter(sink), queue_settings(**settings), FAST_RETRY, telemetry)
+            await queue.start()
+            for index in range(3):
+                put(queue, index * 10, 10)
+            await async_wait_until(lambda: sink.attempts("grpc") == 1, 10, what="a send on the wire")
+            await queue.shutdown(time.monotonic() + 0.05)  # the deadline passes mid-send
+            assert sink.log_record_count == 10
+            assert outcome(telemetry, "upstream", "sent") == 10  # it arrived: not counted as failed
+            assert outcome(telemetry, "upstream", "failed") == 20  # never sent
+
+    asyncio.run(scenario())

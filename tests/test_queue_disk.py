@@ -40,7 +40,7 @@ def disk_queue(sink: OtlpSink, directory: Path, telemetry: Telemetry, **settings
 async def put(queue: ExportQueue, first: int, count: int) -> None:
     """Admit and queue `count` records as one entry; return once the entry is on disk."""
     payload = logs_request(range(first, first + count)).SerializeToString()
-    queue.check_room(len(payload))
+    queue.check_room(count, len(payload))
     durable = queue.put(payload, count)
     if durable is not None:
         await durable

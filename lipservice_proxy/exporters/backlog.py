@@ -13,7 +13,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..errors import Backpressure
+from ..errors import Backpressure, PayloadTooLarge
 
 
 @dataclass(slots=True, eq=False)
@@ -47,8 +47,9 @@ class Backlog(Protocol):
     @property
     def waiting_bytes(self) -> int: ...
 
-    def check_room(self, nbytes: int) -> None:
-        """Raise Backpressure unless a payload of about `nbytes` fits."""
+    def check_room(self, records: int, nbytes: int) -> None:
+        """Raise Backpressure unless a payload of at most `records` records and about `nbytes` bytes fits
+        now, PayloadTooLarge when it could never fit."""
         ...
 
     def append(self, payload: bytes, records: int) -> Awaitable[None] | None:
@@ -71,8 +72,10 @@ class Backlog(Protocol):
 
 
 class MemoryBacklog:
-    """A bounded FIFO of payloads. An empty backlog takes any one payload, however large, so a single
-    big request is never refused forever; the budget is overshot by at most one request."""
+    """A bounded FIFO of payloads. Admission keeps within `max_records` exactly (a request is admitted
+    with all its records, before sampling drops any) and within `max_bytes` as far as the request's
+    size tells (the sampler's annotations add a little). A request larger than the whole budget could
+    never fit: it is refused for good (PayloadTooLarge), not asked to retry forever."""
 
     durable = False
 
@@ -84,8 +87,14 @@ class MemoryBacklog:
         self.waiting_records = self.waiting_bytes = 0
         self.records = self.nbytes = 0
 
-    def check_room(self, nbytes: int) -> None:
-        if self.records and (self.records >= self._max_records or self.nbytes + nbytes > self._max_bytes):
+    def check_room(self, records: int, nbytes: int) -> None:
+        if records > self._max_records or nbytes > self._max_bytes:
+            raise PayloadTooLarge(
+                f"a request of {records} records and {nbytes} bytes can never fit the queue of exporter "
+                f"{self._name} (queue.max_records {self._max_records}, queue.max_bytes {self._max_bytes}); "
+                "send smaller requests"
+            )
+        if self.records + records > self._max_records or self.nbytes + nbytes > self._max_bytes:
             raise Backpressure(
                 f"exporter {self._name}: queue full ({self.records} records, {self.nbytes} bytes queued)"
             )

@@ -13,6 +13,7 @@ it (`retry.py`, `queue.py`), as in the Collector's exporterhelper.
 from __future__ import annotations
 
 import abc
+import asyncio
 from dataclasses import dataclass
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
@@ -50,6 +51,12 @@ class LogExporter(abc.ABC):
     @abc.abstractmethod
     async def export(self, payload: bytes, records: int) -> ExportResult:
         """Send one payload once. Raise RetryableExportError or PermanentExportError on failure."""
+
+    async def reconnected(self) -> None:
+        """Return once a connection to upstream that the last failed `export` found down is up again, so
+        a retry can go at once rather than wait out its backoff. The default never returns: without a
+        connection to watch, the backoff alone paces the retries."""
+        await asyncio.get_running_loop().create_future()
 
     async def shutdown(self) -> None:
         """Close connections. No `export` call follows."""

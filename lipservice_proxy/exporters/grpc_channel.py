@@ -27,8 +27,10 @@ DEFAULT_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.primary_user_agent", f"lipservice-proxy/{__version__}"),
     # gRPC's reconnect backoff grows toward 120 s by default; an upstream back from an outage would
-    # then wait long after our own retry is ready. Our retry loop owns the pacing, so keep this short.
-    ("grpc.max_reconnect_backoff_ms", 2000),
+    # then wait that long to be noticed. The exporters' retries wait for the channel to reconnect
+    # (OtlpGrpcExporter.reconnected), so these bound how late delivery resumes: ~1 s at most.
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 1000),
 )
 
 ChannelOption = tuple[str, Any]

@@ -5,6 +5,11 @@ UNAVAILABLE and DATA_LOSS are retryable; RESOURCE_EXHAUSTED is retryable only wh
 `google.rpc.RetryInfo` to the status (trailer `grpc-status-details-bin`), whose delay becomes
 `retry_after`; every other code is permanent. A partial success in the response is reported as
 `ExportResult.rejected_records`.
+
+A call made while the channel has no connection fails at once with UNAVAILABLE. `reconnected` then
+watches the channel (which reconnects on its own, at most `grpc.max_reconnect_backoff_ms` apart) and
+returns as soon as it is READY, so the retry loop sends within about a second of the upstream's return
+however long its own backoff has grown.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ RETRYABLE_CODES = frozenset(
 )
 
 Metadata = Iterable[tuple[str, str | bytes]]
+READY = grpc.ChannelConnectivity.READY
 
 
 def retry_info_delay(trailing_metadata: Metadata | None) -> float | None:
@@ -85,6 +91,7 @@ class OtlpGrpcExporter(LogExporter):
         self._metadata = grpc_metadata(config.headers)
         self._channel: grpc.aio.Channel | None = None
         self._call: grpc.aio.UnaryUnaryMultiCallable | None = None
+        self._connection_lost = False  # the last failed call found the channel without a connection
 
     async def start(self) -> None:
         config = self._config
@@ -100,14 +107,27 @@ class OtlpGrpcExporter(LogExporter):
         try:
             response = await self._call(payload, timeout=self._config.timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
+            channel = self._channel
+            self._connection_lost = channel is not None and channel.get_state() != READY
             details = exc.details()
             details = details and details + plaintext_hint(self._config.endpoint, self._config.tls, details)
             raise classify_rpc_error(exc.code(), details, exc.trailing_metadata()) from None
+        self._connection_lost = False
         try:
             parsed = ExportLogsServiceResponse.FromString(response)
         except DecodeError:
             return UNREADABLE_RESPONSE
         return partial_success_result(parsed)
+
+    async def reconnected(self) -> None:
+        channel = self._channel
+        if channel is None or not self._connection_lost:  # the upstream itself answered: back off
+            await super().reconnected()
+            return
+        state = channel.get_state(try_to_connect=True)  # an IDLE channel connects only when asked
+        while state != READY:
+            await channel.wait_for_state_change(state)
+            state = channel.get_state(try_to_connect=True)
 
     async def shutdown(self) -> None:
         if self._channel is not None:

@@ -5,17 +5,23 @@
 since redirects are not followed) is permanent. A 2xx body is read, as protobuf or JSON by its
 Content-Type, for a partial success; an error body holding a `google.rpc.Status` lends its message to
 the error text.
+
+After a failure to connect, `reconnected` tries a plain TCP connection to the upstream every
+RECONNECT_PROBE_INTERVAL and returns once one succeeds, so a retry waiting on a long backoff goes
+within about that long of the upstream's return.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import gzip
 import math
 import ssl
 import time
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -39,6 +45,7 @@ GZIP_LEVEL = 6
 GZIP_IN_THREAD_BYTES = 256 * 1024
 """Bodies above this are compressed off the event loop (zlib releases the GIL)."""
 ERROR_TEXT_CHARS = 300
+RECONNECT_PROBE_INTERVAL = 0.5
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -151,6 +158,7 @@ class OtlpHttpExporter(LogExporter):
         else:
             self._headers.popall("Content-Encoding", None)
         self._session: aiohttp.ClientSession | None = None
+        self._connection_lost = False  # the last failed request could not connect
 
     @classmethod
     def from_config(cls, config: OtlpHttpExporterConfig) -> OtlpHttpExporter:
@@ -195,6 +203,7 @@ class OtlpHttpExporter(LogExporter):
             async with self._session.post(
                 self.url, data=data, headers=self._headers, allow_redirects=False
             ) as reply:
+                self._connection_lost = False  # connected: whatever follows, the upstream answers
                 answer = await reply.read()
                 content_type = reply.headers.get("Content-Type")
                 if 200 <= reply.status < 300:
@@ -208,7 +217,26 @@ class OtlpHttpExporter(LogExporter):
         except TimeoutError:
             raise RetryableExportError(f"no answer within {self._timeout:g}s") from None
         except aiohttp.ClientError as exc:
+            self._connection_lost = isinstance(exc, aiohttp.ClientConnectorError)
             raise RetryableExportError(f"connection failed: {exc.__class__.__name__}: {exc}") from None
+
+    async def reconnected(self) -> None:
+        if not self._connection_lost:  # the upstream itself answered: back off
+            await super().reconnected()
+            return
+        url = urlsplit(self.url)
+        host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+        while True:
+            try:
+                async with asyncio.timeout(RECONNECT_PROBE_INTERVAL):
+                    _, writer = await asyncio.open_connection(host, port)
+            except (OSError, TimeoutError):
+                await asyncio.sleep(RECONNECT_PROBE_INTERVAL)
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
 
     def status_error(self, status: int, message: str, retry_after: float | None) -> ExportError:
         """The error a non-2xx status means; subclasses add advice for statuses they know better."""

@@ -31,9 +31,14 @@ from ..telemetry import Telemetry
 from .backlog import Backlog, Batch, MemoryBacklog
 from .base import ExportResult, LogExporter
 from .persistent import DiskBacklog
-from .retry import call_with_retry
+from .retry import HintBeyondBudget, call_with_retry
 
 log = logging.getLogger(__name__)
+
+IN_FLIGHT_GRACE = 1.0
+"""Seconds past the shutdown deadline for a send already on the wire to resolve, so it is counted by
+its outcome (upstream may well have it) rather than cancelled and counted as failed (or, from a disk
+queue, sent again after the restart). Within the 5 s a `--workers` supervisor allows beyond the drain."""
 
 
 def build_backlog(name: str, settings: QueueSettings, telemetry: Telemetry) -> Backlog:
@@ -68,16 +73,17 @@ class ExportQueue:
 
     # ---- admission (called from receivers, synchronous) ----
 
-    def check_room(self, nbytes: int) -> None:
-        """Raise Backpressure (and count the refusal) unless one more payload of `nbytes` fits.
+    def check_room(self, records: int, nbytes: int) -> None:
+        """Raise Backpressure (and count the refusal) unless a request of `records` records and `nbytes`
+        bytes fits now; PayloadTooLarge when it never could.
 
-        The check is made before the sampler runs, so a refused request leaves no trace; the
-        payload then put may overshoot the budget by at most one request.
+        The check is made before the sampler runs, so a refused request leaves no trace; the payload
+        then put holds at most `records` records.
         """
         if self._closing:
             raise Backpressure(f"exporter {self.name}: shutting down")
         try:
-            self._backlog.check_room(nbytes)
+            self._backlog.check_room(records, nbytes)
         except Backpressure:
             self._telemetry.export_enqueue_refusals.labels(self.name).inc()
             raise
@@ -107,29 +113,34 @@ class ExportQueue:
         ]
         self._updated()
 
-    async def shutdown(self, deadline: float) -> None:
+    async def shutdown(self, deadline: float) -> int:
         """Stop accepting; a memory queue sends what it holds until `deadline` (monotonic) and counts
-        the rest as failed, a disk queue only lets sends in progress finish. Then close the exporter."""
+        the rest as failed, a disk queue only lets sends in progress finish. A send on the wire at the
+        deadline has IN_FLIGHT_GRACE more to resolve. Then close the exporter.
+        Returns how many accepted records were dropped (a memory queue's leftovers; 0 for a disk queue)."""
         self._closing = True
         self._updated()
         if not self._backlog.durable:
             await self._wait_for_senders(deadline)
-        self._stop.set()
+        self._stop.set()  # ends every backoff at once; a send on the wire gets IN_FLIGHT_GRACE to resolve
         self._updated()
-        await self._wait_for_senders(deadline)
+        await self._wait_for_senders(max(deadline, time.monotonic()) + IN_FLIGHT_GRACE)
         for task in self._senders:
             task.cancel()
         await asyncio.gather(*self._senders, return_exceptions=True)
         left = await self._backlog.close()
-        if left and not self._backlog.durable:
+        dropped = 0 if self._backlog.durable else left
+        if dropped:
             log.error(
-                "exporter %s: shutdown deadline passed with %d records unsent; counted as failed",
+                "exporter %s: shutdown deadline passed with %d acknowledged records unsent; counted as "
+                "failed and lost. Set queue.directory (the disk queue) to keep them for the next start",
                 self.name,
-                left,
+                dropped,
             )
-            self._telemetry.export_records.labels(self.name, "failed").inc(left)
+            self._telemetry.export_records.labels(self.name, "failed").inc(dropped)
         self._updated()
         await self.exporter.shutdown()
+        return dropped
 
     async def _wait_for_senders(self, deadline: float) -> None:
         running = [task for task in self._senders if not task.done()]
@@ -201,15 +212,30 @@ class ExportQueue:
 
         def on_retry(exc: ExportError, delay: float) -> None:
             telemetry.export_retries.labels(name).inc()
-            log.warning("exporter %s: retrying %d records in %.2fs: %s", name, batch.records, delay, exc)
+            asked = " (as upstream asked)" if exc.retry_after is not None and delay <= exc.retry_after else ""
+            log.warning(
+                "exporter %s: retrying %d records in %.2fs%s: %s", name, batch.records, delay, asked, exc
+            )
 
         try:
-            result = await call_with_retry(attempt, self._retry, stop=self._stop, on_retry=on_retry)
+            result = await call_with_retry(
+                attempt,
+                self._retry,
+                stop=self._stop,
+                on_retry=on_retry,
+                outlast_hints=self._backlog.durable,
+                reconnected=self.exporter.reconnected,
+            )
         except ExportError as exc:
             if exc.retryable:  # the retry loop was stopped by shutdown
                 return False
             telemetry.export_records.labels(name, "failed").inc(batch.records)
-            log.error("exporter %s: dropping %d records: %s", name, batch.records, exc)
+            advice = (
+                "; a disk queue (queue.directory) would keep them for that wait"
+                if isinstance(exc, HintBeyondBudget)
+                else ""
+            )
+            log.error("exporter %s: dropping %d records: %s%s", name, batch.records, exc, advice)
             return True
         except Exception:  # an exporter bug must not take this sender down with it
             telemetry.export_records.labels(name, "failed").inc(batch.records)
@@ -235,9 +261,9 @@ class Fanout:
     def __init__(self, queues: list[ExportQueue]) -> None:
         self.queues = queues
 
-    def check_room(self, nbytes: int) -> None:
+    def check_room(self, records: int, nbytes: int) -> None:
         for queue in self.queues:
-            queue.check_room(nbytes)
+            queue.check_room(records, nbytes)
 
     async def put(self, payload: bytes, records: int) -> None:
         """Queue the payload everywhere, then wait until every disk queue has it durably. Every queue

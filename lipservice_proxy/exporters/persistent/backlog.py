@@ -7,10 +7,12 @@ while one fsync ran shares the next (group commit). With `fsync: interval` the f
 `fsync_interval` and `append` returns at once: a crash of the machine (not of the process) can then
 lose up to one interval of acknowledged data.
 
-Batches are read back from the log in order; several are in flight at once and finish in any order,
-so the acknowledged position is the start of the oldest batch still in flight. Each entry released
-(sent, rejected, or given up for good) moves it; a batch interrupted by shutdown is never released,
-so it is sent again after the restart.
+Batches are read back from the log in order; several are in flight at once and finish in any order.
+What the log is told is acknowledged, at every release (sent, rejected, or given up for good): the
+start of the oldest batch still in flight, and the spans of finished batches after it, so that a
+restart sends again only the batches that were in flight (the Collector's persistent queue likewise
+tracks each dispatched item). A batch interrupted by shutdown is never released: it is sent again
+after the restart.
 """
 
 from __future__ import annotations
@@ -18,16 +20,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
 from ...config import MIB, QueueSettings
-from ...errors import Backpressure
+from ...errors import Backpressure, PayloadTooLarge
 from ...telemetry import Telemetry
 from ..backlog import Batch
 from . import frames
-from .segments import Position, ReadEntry, SegmentLog
+from .segments import Position, ReadEntry, SegmentLog, Span
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,11 @@ def queue_directory(root: Path, exporter_name: str) -> Path:
 
 @dataclass(slots=True, eq=False)
 class InFlight:
-    """A batch being sent: where its first entry starts, and whether its send is over."""
+    """Batches taken one after another: where the first starts, where the last ends, and whether their
+    sends are over. Finished neighbours are joined, so the list stays about twice the senders long."""
 
     start: Position
+    end: Position
     done: bool = False
 
 
@@ -69,7 +72,7 @@ class DiskBacklog:
         self._disk_gauge = telemetry.export_disk_queue_bytes.labels(name)
         self._unread_records = self._unread_bytes = 0
         self._peeked: ReadEntry | None = None  # read from the log but not yet in a batch
-        self._in_flight: deque[InFlight] = deque()
+        self._in_flight: list[InFlight] = []  # in log order
         self._batches: dict[Batch, InFlight] = {}
         self._in_flight_records = self._in_flight_bytes = 0
         self._waiters: list[asyncio.Future[None]] = []
@@ -133,8 +136,15 @@ class DiskBacklog:
 
     # ---- admission ----
 
-    def check_room(self, nbytes: int) -> None:
+    def check_room(self, records: int, nbytes: int) -> None:
+        """The disk budget bounds bytes only. An empty queue takes any payload that fits the budget (the
+        newest segment may hold acknowledged bytes that are deleted only when it is full)."""
         used = self._log.disk_bytes
+        if frames.HEADER_SIZE + nbytes > self._max_disk_bytes:
+            raise PayloadTooLarge(
+                f"a request of {nbytes} bytes can never fit the disk queue of exporter {self._name} "
+                f"(queue.max_disk_mib {self._max_disk_bytes / MIB:g}); send smaller requests"
+            )
         if self.records and used + frames.HEADER_SIZE + nbytes > self._max_disk_bytes:
             raise Backpressure(
                 f"exporter {self._name}: disk queue full ({used} of {self._max_disk_bytes} bytes used)"
@@ -167,6 +177,7 @@ class DiskBacklog:
         start = self._unread_start()
         payloads: list[bytes] = []
         records = nbytes = 0
+        end = start
         caught_up = False
         while True:
             entry = self._peeked or self._log.read_next()
@@ -181,6 +192,7 @@ class DiskBacklog:
             payloads.append(entry.payload)
             records += entry.records
             nbytes += len(entry.payload)
+            end = entry.end
         self._unread_records -= records
         self._unread_bytes -= nbytes
         if caught_up:
@@ -190,7 +202,7 @@ class DiskBacklog:
         if not payloads:
             return None
         batch = Batch(payloads, records, nbytes)
-        flight = InFlight(start)
+        flight = InFlight(start, end)
         self._in_flight.append(flight)
         self._batches[batch] = flight
         self._in_flight_records += records
@@ -198,12 +210,21 @@ class DiskBacklog:
         return batch
 
     def release(self, batch: Batch) -> None:
-        self._batches.pop(batch).done = True
+        flight = self._batches.pop(batch)
+        flight.done = True
         self._in_flight_records -= batch.records
         self._in_flight_bytes -= batch.nbytes
-        while self._in_flight and self._in_flight[0].done:
-            self._in_flight.popleft()
-        self._log.acknowledge(self._in_flight[0].start if self._in_flight else self._unread_start())
+        flights = self._in_flight
+        index = flights.index(flight)
+        if index + 1 < len(flights) and flights[index + 1].done:  # join the finished neighbours
+            flight.end = flights.pop(index + 1).end
+        if index > 0 and flights[index - 1].done:
+            flights[index - 1].end = flights.pop(index).end
+        if flights and flights[0].done:
+            flights.pop(0)
+        cursor = flights[0].start if flights else self._unread_start()
+        finished: list[Span] = [(done.start, done.end) for done in flights if done.done]
+        self._log.acknowledge(cursor, finished)
         self._disk_gauge.set(self._log.disk_bytes)
 
     def _unread_start(self) -> Position:

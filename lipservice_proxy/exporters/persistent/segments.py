@@ -1,11 +1,16 @@
 """The segment log on disk: append entries, read them back in order, forget what upstream acknowledged.
 
 One directory per exporter holds numbered segment files (`00000000000000000042.seg`), an `ack`
-cursor and a `lock`. Entries are appended to the newest segment until it reaches `segment_bytes`;
+file and a `lock`. Entries are appended to the newest segment until it reaches `segment_bytes`;
 a process never appends to a segment it found at start (its tail may be torn), it starts a new one.
-The cursor names the position before which everything was acknowledged; it is rewritten (temp
-file + rename) whenever that position moves, and segments wholly before it are deleted. A lost or
-stale cursor only means entries are sent again (at least once), never that any are skipped.
+
+The `ack` file holds the cursor, the position before which everything was acknowledged, and the
+ranges after it that were acknowledged out of order (batches finish in any order: one rescheduled
+batch must not make a restart send again everything delivered after it). It is rewritten (temp file
++ rename) whenever either changes; segments wholly before the cursor or inside a range are deleted,
+and reading skips the ranges. A lost or stale `ack` file only means entries are sent again (at least
+once), never that any are skipped. Format 2 (`LSA2`, cursor and ranges) replaced format 1 (the cursor
+alone, 20 bytes), which is still read; a version that knows only format 1 replays every segment.
 
 Everything here is synchronous file I/O on small reads and writes, except fsync: `take_sync_work`
 hands the caller what to sync, to run off the event loop. A `flock` on `lock` keeps a second process out.
@@ -19,7 +24,7 @@ import os
 import re
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,9 +37,15 @@ log = logging.getLogger(__name__)
 
 Position = tuple[int, int]
 """(segment id, byte offset); positions compare in log order."""
+Span = tuple[Position, Position]
+"""[start, end): the entries starting in it."""
 
 _SEGMENT_NAME = re.compile(r"^(\d{20})\.seg$")
-_CURSOR = struct.Struct("<QQ")
+_CURSOR = struct.Struct("<QQ")  # format 1: the cursor alone
+_ACK_MAGIC = b"LSA2"
+_ACK_HEAD = struct.Struct("<4sQQI")  # format 2: magic, cursor, number of ranges
+_ACK_RANGE = struct.Struct("<QQQQ")
+_CHECK_SIZE = 4
 
 
 def file_reader(fd: int) -> frames.Read:
@@ -111,6 +122,8 @@ class SegmentLog:
         self._new_files = False
         self._lock_fd: int | None = None
         self._acked: Position = (0, 0)
+        self._acked_spans: list[Span] = []  # acknowledged out of order, after the cursor, in order
+        self._skipped: list[Span] = []  # spans read from the ack file at start: never read again
         self.read_position: Position = (0, 0)
         self.disk_bytes = 0
 
@@ -127,7 +140,8 @@ class SegmentLog:
             raise ConfigError(f"disk queue {self.directory}: {exc.strerror or exc}") from None
 
     def _load(self) -> StartReport:
-        self._acked = self._load_cursor()
+        self._acked, self._acked_spans = self._load_acks()
+        self._skipped = list(self._acked_spans)
         report = StartReport()
         for segment_id, path in self._existing_segments():
             size = path.stat().st_size
@@ -167,6 +181,12 @@ class SegmentLog:
             fd = os.open(segment.path, os.O_RDONLY)
             try:
                 while offset < segment.size:
+                    position = self._past_skipped((segment.id, offset))
+                    if position != (segment.id, offset):
+                        if position[0] != segment.id:
+                            break  # acknowledged to the end of this segment
+                        offset = position[1]
+                        continue
                     found = frames.read_entry(file_reader(fd), offset, segment.size)
                     if isinstance(found, frames.Damage):
                         report.damage.append(f"{segment.path.name} at byte {offset}: {found.reason}")
@@ -240,6 +260,7 @@ class SegmentLog:
     def read_next(self) -> ReadEntry | None:
         """The next entry in log order, or None when everything written so far was read."""
         while True:
+            self.read_position = self._past_skipped(self.read_position)
             segment = self._reading_segment()
             if segment is None:
                 return None
@@ -267,6 +288,13 @@ class SegmentLog:
             self.read_position = (segment.id, found.end)
             return ReadEntry(found.payload, found.records, start, self.read_position)
 
+    def _past_skipped(self, position: Position) -> Position:
+        """`position`, or the end of the span acknowledged at an earlier run that holds it."""
+        for start, end in self._skipped:
+            if start <= position < end:
+                return end
+        return position
+
     def _reading_segment(self) -> Segment | None:
         """The segment holding the read position, moving the position past missing segments."""
         for segment in self._segments:
@@ -285,42 +313,93 @@ class SegmentLog:
 
     # ---- acknowledging ----
 
-    def acknowledge(self, position: Position) -> None:
-        """Everything before `position` was acknowledged: persist the cursor, delete whole segments.
+    def acknowledge(self, cursor: Position, spans: Sequence[Span] = ()) -> None:
+        """Everything before `cursor` and every entry starting in one of `spans` (sorted, after the
+        cursor) was acknowledged: persist that, delete the segments it covers wholly.
 
-        A cursor or a segment that cannot be written or deleted is logged, not raised: at worst the
-        next start sends acknowledged entries again."""
-        if position <= self._acked:
+        The spans given replace those of the last call; spans of an earlier run are kept until the
+        cursor passes them. A file that cannot be written or deleted is logged, not raised: at worst
+        the next start sends acknowledged entries again."""
+        cursor = max(cursor, self._acked)
+        self._skipped = [span for span in self._skipped if span[1] > cursor]
+        acked = _merged(sorted([*self._skipped, *(span for span in spans if span[1] > cursor)]))
+        if cursor == self._acked and acked == self._acked_spans:
             return
-        self._acked = position
+        self._acked, self._acked_spans = cursor, acked
         try:
-            self._store_cursor(position)
+            self._store_acks()
         except OSError as exc:
-            log.warning("disk queue %s: cannot store the ack cursor: %s", self.directory, exc)
-        while self._segments and self._segments[0].id < position[0] and self._segments[0] is not self._active:
-            segment = self._segments.popleft()
-            self._close_reader(segment)
-            try:
-                segment.path.unlink(missing_ok=True)
-            except OSError as exc:
-                log.warning("disk queue %s: cannot delete %s: %s", self.directory, segment.path.name, exc)
-            self.disk_bytes -= segment.size
+            log.warning("disk queue %s: cannot store the ack file: %s", self.directory, exc)
+        for segment in list(self._segments):
+            if segment is not self._active and self._wholly_acknowledged(segment):
+                self._delete(segment)
 
-    def _store_cursor(self, position: Position) -> None:
+    def _wholly_acknowledged(self, segment: Segment) -> bool:
+        if segment.id < self._acked[0]:
+            return True
+        first, last = (segment.id, 0), (segment.id, segment.size)
+        return any(start <= first and last <= end for start, end in self._acked_spans)
+
+    def _delete(self, segment: Segment) -> None:
+        self._segments.remove(segment)
+        self._close_reader(segment)
+        try:
+            segment.path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("disk queue %s: cannot delete %s: %s", self.directory, segment.path.name, exc)
+        self.disk_bytes -= segment.size
+
+    def _store_acks(self) -> None:
+        body = _ACK_HEAD.pack(_ACK_MAGIC, *self._acked, len(self._acked_spans)) + b"".join(
+            _ACK_RANGE.pack(*start, *end) for start, end in self._acked_spans
+        )
         temporary = self.directory / "ack.tmp"
-        temporary.write_bytes(_checked(_CURSOR.pack(*position)))
+        temporary.write_bytes(_checked(body))
         os.replace(temporary, self.directory / "ack")
 
-    def _load_cursor(self) -> Position:
+    def _load_acks(self) -> tuple[Position, list[Span]]:
         try:
             data = (self.directory / "ack").read_bytes()
         except FileNotFoundError:
-            return (0, 0)
-        if data != _checked(data[: _CURSOR.size]):  # also false for a file too short or too long
-            log.warning("disk queue %s: unreadable ack cursor; replaying every segment", self.directory)
-            return (0, 0)
-        segment_id, offset = _CURSOR.unpack_from(data)
-        return (segment_id, offset)
+            return (0, 0), []
+        loaded = _parse_acks(data)
+        if loaded is None:
+            log.warning("disk queue %s: unreadable ack file; replaying every segment", self.directory)
+            return (0, 0), []
+        return loaded
+
+
+def _parse_acks(data: bytes) -> tuple[Position, list[Span]] | None:
+    """The cursor and spans of an ack file in format 2 or 1, or None unless it is intact."""
+    if len(data) < _CHECK_SIZE or data != _checked(data[:-_CHECK_SIZE]):
+        return None
+    body = data[:-_CHECK_SIZE]
+    if len(body) == _CURSOR.size:  # format 1
+        segment_id, offset = _CURSOR.unpack(body)
+        return (segment_id, offset), []
+    if len(body) < _ACK_HEAD.size:
+        return None
+    magic, segment_id, offset, count = _ACK_HEAD.unpack_from(body)
+    if magic != _ACK_MAGIC or len(body) != _ACK_HEAD.size + count * _ACK_RANGE.size:
+        return None
+    spans = []
+    for index in range(count):
+        start_id, start_offset, end_id, end_offset = _ACK_RANGE.unpack_from(
+            body, _ACK_HEAD.size + index * _ACK_RANGE.size
+        )
+        spans.append(((start_id, start_offset), (end_id, end_offset)))
+    return (segment_id, offset), spans
+
+
+def _merged(spans: list[Span]) -> list[Span]:
+    """Sorted spans with overlapping or touching ones joined."""
+    joined: list[Span] = []
+    for start, end in spans:
+        if joined and start <= joined[-1][1]:
+            joined[-1] = (joined[-1][0], max(end, joined[-1][1]))
+        else:
+            joined.append((start, end))
+    return joined
 
 
 def _checked(body: bytes) -> bytes:
