@@ -142,24 +142,27 @@ class GrpcReceiver:
             self._count("too_large")
             await _call_done(context)  # answering before grpc has closed the call logs an error
             return b""
+        # Abort after the except block, not inside it: abort raises, and an exception raised while
+        # another is handled chains it, so grpc.aio's last aborted call would hold the refused request
+        # (through the traceback) until the next one replaces it.
+        code, message = grpc.StatusCode.INTERNAL, "internal error"
+        trailer: tuple[tuple[str, bytes], ...] = ()
         try:
             response = await self._logs.handle(request, "protobuf")
         except RequestError as exc:
             self._count("invalid")
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
         except Backpressure as exc:
             self._count("refused")
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE,
-                str(exc),
-                trailing_metadata=retry_info_trailer(grpc.StatusCode.UNAVAILABLE, str(exc), exc.retry_after),
-            )
+            code, message = grpc.StatusCode.UNAVAILABLE, str(exc)
+            trailer = retry_info_trailer(code, message, exc.retry_after)
         except Exception:
             self._count("error")
             log.exception("logs export failed unexpectedly")
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-        count_accepted(self._telemetry, "grpc", response)
-        return response.SerializeToString()
+        else:
+            count_accepted(self._telemetry, "grpc", response)
+            return response.SerializeToString()
+        await context.abort(code, message, trailing_metadata=trailer)
 
     def _forwarder(self, signal: str) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]:
         passthrough = self._passthrough
