@@ -26,7 +26,7 @@ import orjson
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.otelcol import free_port, otelcol_binary
+from tests.support.otelcol import free_port, otelcol_binary, otlp_receivers
 from tests.support.waiting import wait_until
 
 from .proctree import load_average, sample_tree
@@ -182,14 +182,7 @@ def start_otelcol(workdir: Path, sink: str, keep_ratio: float) -> Child:
         raise BenchError(str(exc)) from None
     ports = {"grpc": free_port(), "http": free_port(), "admin": free_port()}
     config = {
-        "receivers": {
-            "otlp": {
-                "protocols": {
-                    "grpc": {"endpoint": f"127.0.0.1:{ports['grpc']}"},
-                    "http": {"endpoint": f"127.0.0.1:{ports['http']}"},
-                }
-            }
-        },
+        "receivers": otlp_receivers(ports["grpc"], ports["http"]),
         "processors": {
             "probabilistic_sampler": {
                 "mode": "hash_seed",

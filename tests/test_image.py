@@ -107,14 +107,7 @@ def log_request(count: int) -> bytes:
 
 
 def test_image_healthcheck_survives_the_docker_format(image: str) -> None:
-    inspected = subprocess.run(
-        ["buildah", "inspect", "--type", "image", image],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    config = json.loads(inspected.stdout)["Docker"]["config"]
+    config = image_config(image)
     assert "/healthz" in " ".join(config["Healthcheck"]["Test"])
     assert config["User"] == "10001:10001"
     assert config["Entrypoint"] == ["lipservice-proxy", "run"]

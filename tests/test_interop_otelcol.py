@@ -24,7 +24,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from lipservice_proxy.receivers.otlp_json import json_to_message
 
-from .support.otelcol import OtelcolProcess, free_port, quiet_service
+from .support.otelcol import OtelcolProcess, free_port, otlp_receivers, quiet_service
 from .support.otlp_samples import log_request, loghub_lines, metrics_request, trace_request
 from .support.proxy import ProxyThread, sink_exporter
 from .support.sink import SinkThread
@@ -147,14 +147,7 @@ def file_exporters(tmp_path: Path) -> dict[str, Any]:
 def test_proxy_exports_into_the_collector(kind: str, tmp_path: Path) -> None:
     grpc_port, http_port = free_port(), free_port()
     collector_config = {
-        "receivers": {
-            "otlp": {
-                "protocols": {
-                    "grpc": {"endpoint": f"127.0.0.1:{grpc_port}"},
-                    "http": {"endpoint": f"127.0.0.1:{http_port}"},
-                }
-            }
-        },
+        "receivers": otlp_receivers(grpc_port, http_port),
         "exporters": file_exporters(tmp_path),
         "service": quiet_service(
             {

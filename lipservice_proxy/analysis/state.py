@@ -1,7 +1,7 @@
 """What the analysis loop knew, kept across restarts: its known patterns and their baselines.
 
 Written beside the generated policy (`<policy stem>.state.json`) after every pass and at shutdown,
-atomically (writer.write_atomically), bounded like the stats it comes from (`max_patterns`
+atomically (files.write_atomically), bounded like the stats it comes from (`max_patterns`
 entries). A restarted loop reads it before its first pass, so a pattern it knew is not news
 (no new-pattern boost) and a spike is judged against the baseline it had. A missing file is a
 first start; an unreadable one is logged and ignored (the loop starts without history), never a
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import orjson
 
+from ..files import write_atomically
 from .stats import Ema, PatternEntry, PatternStats, state_document
-from .writer import write_atomically
 
 log = logging.getLogger(__name__)
 

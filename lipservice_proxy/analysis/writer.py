@@ -9,13 +9,12 @@ to `<dir>/history/<name>.v<version>.<UTC time>.yaml`; only the newest `keep` cop
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..files import write_atomically
 from ..sampling.policy import Policy, dump_policy
 
 _VERSION = re.compile(rb"^version:\s*(\d+)", re.MULTILINE)  # a top-level key, near the top of the file
@@ -73,33 +72,3 @@ class PolicyWriter:
         for path in files[: max(0, len(files) - self._keep)]:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` with `data`: temp file in its directory, fsync, rename, fsync the directory."""
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as temp:
-            temp.write(data)
-            temp.flush()
-            os.fsync(temp.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp_name)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

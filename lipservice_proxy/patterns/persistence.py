@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Final
 
 import orjson
 
 from ..errors import PatternStoreError
+from ..files import write_atomically
 from .miner import Template, TemplateMiner
 
 FORMAT: Final = "lipservice-patterns"
@@ -55,19 +55,8 @@ def save(miner: TemplateMiner, path: str | os.PathLike[str]) -> None:
 
 def _write_atomically(target: Path, data: bytes) -> None:
     try:
-        # The folder may not exist yet: an image's or a chart's data volume starts empty.
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        write_atomically(target, data)
     except OSError as exc:
-        raise PatternStoreError(f"cannot write {target}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except OSError as exc:
-        Path(temporary).unlink(missing_ok=True)
         raise PatternStoreError(f"cannot write {target}: {exc.strerror or exc}") from exc
 
 

@@ -47,6 +47,18 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def otlp_receivers(grpc_port: int, http_port: int) -> dict[str, Any]:
+    """A `receivers:` section with the otlp receiver on both protocols, on loopback."""
+    return {
+        "otlp": {
+            "protocols": {
+                "grpc": {"endpoint": f"127.0.0.1:{grpc_port}"},
+                "http": {"endpoint": f"127.0.0.1:{http_port}"},
+            }
+        }
+    }
+
+
 def quiet_service(pipelines: Mapping[str, Any]) -> dict[str, Any]:
     """A `service:` section whose own telemetry binds nothing (its default metrics port is 8888)."""
     return {
