@@ -5,16 +5,19 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import orjson
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from lipservice_proxy.patterns import PatternEngine
+from lipservice_proxy.replay import format_table, read_records, replay
 from lipservice_proxy.sampling.annotate import COUNT, PATTERN_ID, SAMPLE_RATE, SUMMARY, TEMPLATE
 from lipservice_proxy.sampling.counting import MAX_COUNT, summaries
 from lipservice_proxy.sampling.policy import Policy
 from lipservice_proxy.sampling.sampler import Sampler
 from lipservice_proxy.sampling.severity import DEBUG, INFO
 
+from .support.loghub import iter_lines
 from .test_sampler import kept_records, policy, request, run
 
 
@@ -179,3 +182,16 @@ def test_counts_add_up_per_key_across_services_levels_and_trace_ids() -> None:
     for tail in sampler.close_tails(1e9, everything=True):
         totals[(tail.service, tail.template.split()[0])] += tail.count
     assert totals == sent
+
+
+def test_replay_reports_exact_counts_next_to_the_estimates() -> None:
+    lines_ = [
+        orjson.dumps({"body": line.content, "severity": line.level or "INFO"}).decode()
+        for line in iter_lines("OpenSSH")
+    ]
+    report = replay(read_records(lines_), Policy(), total=20_000, rate=500.0).as_dict(top=10**6)
+    tallies = [report["total"], *report["severities"].values(), *report["patterns"]]
+    assert all(tally["counted"] == tally["seen"] for tally in tallies)
+    assert any(tally["estimated"] != tally["seen"] for tally in tallies)  # the estimates are estimates
+    total_row = next(row for row in format_table(report, "replay").splitlines() if row.startswith("total "))
+    assert total_row.endswith(f"{report['total']['seen']:>10}")
