@@ -473,8 +473,7 @@ class Sampler:
                 toss(state, group, boost, _BOOST)
             return
         compiled = self._compiled
-        if compiled.first_count:
-            groups = keep_first(state, groups, now, compiled.first_count, compiled.window)
+        groups = keep_first(state, groups, now, compiled.first_count, compiled.window)
         cap = 1.0
         if compiled.max_per_second is not None and groups:
             waiting = sum(len(group.rows) for group in groups)
