@@ -232,11 +232,11 @@ class Group:
         dropped_at = list(map(_INDEX, self.dropped))
         return [bisect_left(dropped_at, row[0]) for row in rows]
 
-    def in_scope_order(self) -> tuple[Sequence[Row], Sequence[float], Sequence[int]]:
+    def in_scope_order(self) -> tuple[Sequence[Row], Iterable[float], Sequence[int]]:
         """The kept records in scope order, their weights, and the drops before each."""
         if len(self.kept) == 1:
             rows, weight, before = self.kept[0]
-            return rows, [weight] * len(rows), before if before is not None else self.drops_before(rows)
+            return rows, itertools.repeat(weight), before if before is not None else self.drops_before(rows)
         merged: list[tuple[Row, float, int]] = []
         for rows, weight, before in self.kept:
             merged += zip(rows, itertools.repeat(weight), before or self.drops_before(rows), strict=False)
@@ -433,6 +433,7 @@ class Sampler:
         keep_min = self._keep_min
         exemptions = compiled.exemptions if check_exemptions else None
         may_protect = whole_exempt or exemptions is not None
+        boosts = self.boosts if self.boosts else None  # (asked once: most requests have none)
         patterns = outcome.patterns
         verdict = Verdict()
         for state, levels in extraction.groups.items():
@@ -460,14 +461,16 @@ class Sampler:
                 )
             ]
             if sampled:
-                self._sample(state, sampled, now)
+                self._sample(state, sampled, now, boosts)
             for group in groups:
                 self._account(state, group, now, origin, verdict)
         return verdict
 
-    def _sample(self, state: PatternState, groups: list[Group], now: float) -> None:
+    def _sample(
+        self, state: PatternState, groups: list[Group], now: float, boosts: BoostTable | None
+    ) -> None:
         """Steps 3-7 for one pattern's groups that are neither protected nor exempt."""
-        boost = self.boosts.rate(state.pattern.id, now) if self.boosts else None
+        boost = boosts.rate(state.pattern.id, now) if boosts is not None else None
         if boost is not None:
             for group in groups:
                 toss(state, group, boost, _BOOST)
@@ -503,7 +506,12 @@ class Sampler:
                 tally.counted += len(rows)
             tail = 0
         else:
-            rows, weights, before = group.in_scope_order()
+            runs = group.kept
+            if len(runs) == 1 and runs[0][2] is not None:  # the common case: the coin's winners
+                rows, weight, before = runs[0]
+                weights: Iterable[float] = itertools.repeat(weight)
+            else:
+                rows, weights, before = group.in_scope_order()
             if old_tail + len(dropped) < MAX_COUNT - len(rows):  # no count can reach the bound
                 forward += [
                     (row[1], state, weight, after - prior + 1, tally)
@@ -515,15 +523,14 @@ class Sampler:
                 tail = len(dropped) - before[-1]
             else:  # the same, one record at a time, splitting counts at the bound
                 carry, prior = old_tail, 0
-                for row, weight, after in zip(rows, weights, before, strict=True):
+                for row, weight, after in zip(rows, weights, before, strict=False):
                     count, carry = carry_onto(carry + after - prior)
                     prior = after
                     forward.append((row[1], state, weight, count, tally))
                     tally.counted += count
                 tail = carry + len(dropped) - prior
-        if tail:
-            if group.kept or not old_tail:
-                state.tail_since[level] = now
+        if tail and (group.kept or not old_tail):  # a new tail: these drops opened it
+            state.tail_since[level] = now
             state.origins[level] = origin.serialised() if origin is not None else None
             self._open[state] = None
         state.tails[level] = tail
