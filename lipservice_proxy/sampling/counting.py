@@ -58,7 +58,7 @@ class Tail:
     template: str
     level: int
     count: int
-    origin: tuple[bytes, bytes]  # serialised resource and scope of the key's last dropped record
+    origin: tuple[bytes, bytes]  # serialised resource and scope of the drops that opened the tail
 
 
 @dataclass(slots=True)

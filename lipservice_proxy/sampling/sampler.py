@@ -137,7 +137,7 @@ class PatternState:
         self.last_seen = 0.0
         self.tails = [0] * N_LEVELS  # per level: drops not yet accounted for by a kept record
         self.tail_since = [0.0] * N_LEVELS  # when each open tail opened
-        self.origins: list[tuple[bytes, bytes] | None] = [None] * N_LEVELS  # of each tail's last drop
+        self.origins: list[tuple[bytes, bytes] | None] = [None] * N_LEVELS  # of the drops opening each tail
 
     def refresh(self, compiled: _Compiled) -> None:
         self.rates, self.rules = compiled.rates.resolve(self.service, self.pattern.id, self.pattern.template)
