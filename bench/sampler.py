@@ -8,7 +8,7 @@ after one warm-up pass so every pattern is known, with the proxy's garbage-colle
 Reported per stage, in CPU seconds of this process (time.process_time):
   parse      ExportLogsServiceRequest.FromString of each request (what a receiver pays anyway)
   extract    Sampler.extract: reading trace id, severity and body, naming the pattern, grouping
-  decide     Sampler.decide_extraction: the decision order over the groups, counting
+  decide     Sampler.decide_extraction: the decision order over the groups, counts and tails
   process    Sampler.process on fresh copies: extract + decide + deleting the dropped records and
              annotating the kept ones, i.e. the whole per-record path as the proxy runs it
   serialise  SerializeToString of the kept records (what the exporter queue receives)

@@ -19,7 +19,7 @@ from lipservice_proxy.patterns import PatternEngine
 from lipservice_proxy.receivers.handler import decode_protobuf
 from lipservice_proxy.receivers.http import inflate
 from lipservice_proxy.receivers.otlp_json import json_to_message, message_to_json
-from lipservice_proxy.sampling.annotate import OWN_KEYS, PATTERN_ID, SAMPLE_RATE, TEMPLATE
+from lipservice_proxy.sampling.annotate import COUNT, OWN_KEYS, PATTERN_ID, SAMPLE_RATE, TEMPLATE
 from lipservice_proxy.sampling.policy import Policy
 from lipservice_proxy.sampling.sampler import Sampler
 
@@ -46,8 +46,8 @@ def check_sampled(request: ExportLogsServiceRequest, raw: bytes) -> None:
             assert scope_logs.log_records, "an emptied scope must be removed"
             for record in scope_logs.log_records:
                 own = [a for a in record.attributes if a.key in OWN_KEYS]
-                assert [a.key for a in own] == [SAMPLE_RATE, PATTERN_ID, TEMPLATE], own
-                assert own[0].value.double_value >= 1.0
+                assert [a.key for a in own] == [SAMPLE_RATE, PATTERN_ID, TEMPLATE, COUNT], own
+                assert own[0].value.double_value >= 1.0 and own[3].value.int_value >= 1
     ExportLogsServiceRequest.FromString(request.SerializeToString())
     json_to_message(message_to_json(request), ExportLogsServiceRequest)
 

@@ -257,6 +257,7 @@ class SamplerConfig(Model):
     always_keep_min_severity: SeverityName = "ERROR"
     dry_run: bool = False
     reload_interval: Duration = 1.0
+    summaries: bool = True  # send each open tail's lipservice.count as a summary record
 
     @field_validator("always_keep_min_severity", mode="before")
     @classmethod

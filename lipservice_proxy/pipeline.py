@@ -6,10 +6,14 @@ records deleted, kept records annotated), the result is serialised once and offe
 exporter queue. The client is answered as soon as every queue holds it (a disk queue: durably);
 when any queue or the memory limiter says no, nothing has been decided or counted and the client
 gets a retryable refusal.
+
+Drops not yet counted by a kept record's `lipservice.count` (the sampler's open tails) leave as
+summary records through the same queues: `send_summaries`, called periodically and at shutdown.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,9 +21,13 @@ from typing import Protocol
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
+from .errors import Backpressure
 from .exporters.queue import Fanout
+from .sampling.counting import Tail, summaries
 from .sampling.decision import BatchOutcome
 from .telemetry import Telemetry
+
+log = logging.getLogger(__name__)
 
 
 class BatchSampler(Protocol):
@@ -27,6 +35,15 @@ class BatchSampler(Protocol):
         self, request: ExportLogsServiceRequest, raw: bytes, now: float, wire_size: int | None = None
     ) -> BatchOutcome:
         """Decide every record of `request`, editing it in place; return the tallies."""
+        ...
+
+    def close_tails(self, now: float, *, everything: bool = False) -> list[Tail]:
+        """Close the open tails due for a summary record (all of them with `everything`)."""
+        ...
+
+    @property
+    def unaccounted(self) -> int:
+        """Dropped records in open tails."""
         ...
 
 
@@ -56,6 +73,7 @@ class LogsPipeline:
         admission: Admission | None = None,
         observers: list[BatchObserver] | None = None,
         clock: Callable[[], float] = time.time,
+        summaries: bool = True,
     ) -> None:
         self._sampler = sampler
         self._fanout = fanout
@@ -63,6 +81,8 @@ class LogsPipeline:
         self._admission = admission
         self._observers = observers or []
         self._clock = clock
+        self._summaries = summaries
+        self._unsent: list[Tail] = []  # closed tails whose summaries no queue took yet
 
     def add_observer(self, observer: BatchObserver) -> None:
         self._observers.append(observer)
@@ -84,6 +104,31 @@ class LogsPipeline:
         self._telemetry.observe_outcome(outcome)
         for observer in self._observers:
             observer.observe(outcome, now)
+        self._telemetry.records_unaccounted.set(self.unaccounted)
         if outcome.forwarded:
             await self._fanout.put(request.SerializeToString(), outcome.forwarded)
         return ConsumeResult(outcome.rejected, outcome.rejection_message)
+
+    @property
+    def unaccounted(self) -> int:
+        return self._sampler.unaccounted + sum(tail.count for tail in self._unsent)
+
+    async def send_summaries(self, *, everything: bool = False) -> int:
+        """Queue the summary records of the tails due now (every open tail with `everything`, as at
+        shutdown) to every exporter; return the records they account for. Summaries skip the
+        room check: refusing them would lose counts. Tails no queue took wait for the next call."""
+        if not self._summaries:
+            return 0
+        now = self._clock()
+        tails, self._unsent = self._unsent + self._sampler.close_tails(now, everything=everything), []
+        accounted = 0
+        if tails:
+            batch = summaries(tails, now)
+            try:
+                await self._fanout.put(batch.request.SerializeToString(), batch.records)
+                accounted = batch.count
+            except Backpressure as exc:
+                self._unsent = tails
+                log.warning("summary records not queued, retrying with the next ones: %s", exc)
+        self._telemetry.records_unaccounted.set(self.unaccounted)
+        return accounted

@@ -3,8 +3,9 @@
 Input, one record per line, detected line by line: plain text (the body; severity inferred from
 it), JSON lines (`body`, `severity` or `level`, `service`, `timestamp`, `trace_id`), or the debug
 exporter's OTLP/JSON output (a line with `resourceLogs`). Records go through `Sampler.process` in
-batches grouped by second of log time, exactly as requests go through the running proxy, and the
-kept records' `lipservice.sample_rate` weights are summed back into estimated counts.
+batches grouped by second of log time, exactly as requests go through the running proxy. The
+kept records' `lipservice.sample_rate` weights are summed back into estimated counts, and their
+`lipservice.count` values, with the summary records of the tails at the end, into exact ones.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ScopeLogs
 from .config import SEVERITY_NAMES
 from .patterns import PatternEngine
 from .receivers.otlp_json import json_to_message
+from .sampling.counting import Tail
 from .sampling.decision import BatchOutcome, PatternTally
 from .sampling.policy import Policy
 from .sampling.sampler import UNKNOWN_SERVICE, Sampler, service_name
@@ -129,6 +131,7 @@ class Tally:
     seen: int = 0
     kept: int = 0
     estimated: float = 0.0
+    counted: int = 0  # lipservice.count summed over kept and summary records
     windows_seen: set[float] = field(default_factory=set)
     windows_kept: set[float] = field(default_factory=set)
 
@@ -136,6 +139,7 @@ class Tally:
         self.seen += tally.received
         self.kept += tally.kept
         self.estimated += tally.weight
+        self.counted += tally.counted
         self.windows_seen.add(window)
         if tally.kept:
             self.windows_kept.add(window)
@@ -148,6 +152,7 @@ class Tally:
             "dropped": self.seen - self.kept,
             "estimated": round(self.estimated, 2),
             "estimate_error": round(error, 6),
+            "counted": self.counted,
             "windows": len(self.windows_seen),
             "windows_without_kept": len(self.windows_seen - self.windows_kept),
         }
@@ -169,6 +174,15 @@ class ReplayReport:
             self.total.add(tally, window)
             self.severities.setdefault(severity, Tally()).add(tally, window)
             self.patterns.setdefault(pattern_id, Tally(template=tally.template)).add(tally, window)
+
+    def add_summary(self, tail: Tail) -> None:
+        """A summary record's count (the tail it closes) goes to the exact counts only."""
+        for tally in (
+            self.total,
+            self.severities.setdefault(SEVERITY_NAMES[tail.level], Tally()),
+            self.patterns.setdefault(tail.pattern_id, Tally(template=tail.template)),
+        ):
+            tally.counted += tail.count
 
     def as_dict(self, top: int) -> dict[str, object]:
         total = self.total.as_dict()
@@ -236,6 +250,8 @@ def replay(
         batch.append(record)
     if batch:
         flush()
+    for tail in sampler.close_tails(batch_second, everything=True):  # as at the proxy's shutdown
+        report.add_summary(tail)
     return report
 
 
@@ -243,12 +259,14 @@ def format_table(report: dict[str, object], source: str) -> str:
     """A human-readable summary of `ReplayReport.as_dict()`."""
     total: dict[str, float] = report["total"]  # type: ignore[assignment]
     lines = [f"replay of {total['seen']} records through {source}", ""]
-    header = f"{'':10} {'seen':>10} {'kept':>9} {'dropped':>10} {'estimated':>12} {'error':>8}"
+    header = (
+        f"{'':10} {'seen':>10} {'kept':>9} {'dropped':>10} {'estimated':>12} {'error':>8} {'counted':>10}"
+    )
 
     def row(name: str, tally: dict[str, float]) -> str:
         return (
             f"{name:10} {tally['seen']:>10} {tally['kept']:>9} {tally['dropped']:>10} "
-            f"{tally['estimated']:>12.1f} {tally['estimate_error'] * 100:>7.2f}%"
+            f"{tally['estimated']:>12.1f} {tally['estimate_error'] * 100:>7.2f}% {tally['counted']:>10}"
         )
 
     lines.append(header)
@@ -261,12 +279,14 @@ def format_table(report: dict[str, object], source: str) -> str:
         f"{total['savings_bytes'] * 100:.1f}% of bytes ({report['pattern_count']} patterns)"
     )
     lines.append("")
-    lines.append(f"{'pattern':16} {'seen':>8} {'kept':>7} {'estimated':>10} {'error':>8}  template")
+    lines.append(
+        f"{'pattern':16} {'seen':>8} {'kept':>7} {'estimated':>10} {'error':>8} {'counted':>8}  template"
+    )
     for pattern in report["patterns"]:  # type: ignore[attr-defined]
         template = pattern["template"]
         template = template if len(template) <= 80 else template[:77] + "..."
         lines.append(
             f"{pattern['id']:16} {pattern['seen']:>8} {pattern['kept']:>7} {pattern['estimated']:>10.1f} "
-            f"{pattern['estimate_error'] * 100:>7.2f}%  {template}"
+            f"{pattern['estimate_error'] * 100:>7.2f}% {pattern['counted']:>8}  {template}"
         )
     return "\n".join(lines)

@@ -89,7 +89,13 @@ class Proxy:
         self.memory_limiter = (
             MemoryLimiter(config.memory_limiter, telemetry) if config.memory_limiter.enabled else None
         )
-        self.pipeline = LogsPipeline(self.sampler, fanout, telemetry, admission=self.memory_limiter)
+        self.pipeline = LogsPipeline(
+            self.sampler,
+            fanout,
+            telemetry,
+            admission=self.memory_limiter,
+            summaries=config.sampler.summaries,
+        )
         self.timeline = Timeline()  # kept vs dropped for the status page
         self.pipeline.add_observer(self.timeline)
         self.fleet: FleetClient | None = None
@@ -162,6 +168,7 @@ class Proxy:
             await self.passthrough.start()
         self._spawn(self.policy_store.watch(self.config.sampler.reload_interval, self._stop), "policy-watch")
         self._spawn(self._refresh_gauges(), "gauges")
+        self._spawn(self._send_summaries_periodically(), "summaries")
         if self.config.patterns.state_file is not None:
             self._spawn(self._save_patterns_periodically(), "patterns-save")
         if self.analysis is not None and self.config.analysis.enabled:
@@ -193,6 +200,7 @@ class Proxy:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.fleet is not None:  # no record arrives any more: the last window is complete
             await self.fleet.stop(report_seconds=min(2.0, drain_seconds / 4))
+        await self._account_for_open_tails()
         dropped = sum(await asyncio.gather(*(queue.shutdown(deadline) for queue in self.queues)))
         if self.passthrough is not None:
             await self.passthrough.stop()
@@ -211,6 +219,24 @@ class Proxy:
         while True:
             publisher.publish(self.engine.stats())
             await asyncio.sleep(1.0)
+
+    async def _send_summaries_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.pipeline.send_summaries()
+            except Exception:  # a summary task that dies silently would stop counting
+                log.exception("sending summary records failed; will retry")
+
+    async def _account_for_open_tails(self) -> None:
+        """Before the queues drain: every open tail leaves as a summary record (or is logged)."""
+        await self.pipeline.send_summaries(everything=True)
+        if self.pipeline.unaccounted:
+            log.warning(
+                "%d dropped records left without a lipservice.count (sampler.summaries is %s)",
+                self.pipeline.unaccounted,
+                "on, but no queue took them" if self.config.sampler.summaries else "off",
+            )
 
     async def _save_patterns_periodically(self) -> None:
         while True:

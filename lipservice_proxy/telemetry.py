@@ -97,6 +97,12 @@ class Telemetry:
         self.records_dropped = Counter(
             "lipservice_log_records_dropped_total", "Log records dropped by policy.", labels, registry=r
         )
+        self.records_unaccounted = Gauge(
+            "lipservice_log_records_unaccounted",
+            "Dropped log records no lipservice.count has accounted for yet (open tails).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.bytes_received = Counter(
             "lipservice_log_bytes_received_total",
             "Serialized size of log records received.",

@@ -12,9 +12,11 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from lipservice_proxy.patterns import PatternEngine
 from lipservice_proxy.sampling.annotate import PATTERN_ID, SAMPLE_RATE, TEMPLATE, take_prior_weight
-from lipservice_proxy.sampling.decision import Reason
+from lipservice_proxy.sampling.decision import Decision, Reason
 from lipservice_proxy.sampling.policy import Policy, parse_policy
+from lipservice_proxy.sampling.reference import Record, ReferenceSampler
 from lipservice_proxy.sampling.sampler import Sampler
+from lipservice_proxy.sampling.severity import ERROR, INFO
 
 NO_FIRST = {"first_per_window": {"count": 0}}
 
@@ -311,22 +313,16 @@ def test_fully_dropped_scopes_and_resources_are_removed() -> None:
     assert len(message.resource_logs) == 0
 
 
-def test_decide_explains_one_record() -> None:
-    sampler = Sampler(PatternEngine(), policy(severity_rates={"INFO": 0.5}))
-    record = LogRecord(severity_number=9)
-    record.body.string_value = "payment 7 captured"
-    decisions = [sampler.decide(record, "shop", 1000.0) for _ in range(4)]
-    assert [d.keep for d in decisions].count(True) == 2
-    kept = next(d for d in decisions if d.keep)
-    assert (kept.rate, kept.reason, kept.rule, kept.template) == (
-        0.5,
-        Reason.SAMPLED,
-        "severity",
-        "payment <NUM> captured",
-    )
-    error = LogRecord(severity_number=17)
-    error.body.string_value = "payment 8 failed"
-    assert sampler.decide(error, "shop", 1000.0).reason == Reason.SEVERITY
+def test_reference_explains_one_record_at_a_time() -> None:
+    reference = ReferenceSampler(policy(severity_rates={"INFO": 0.5}))
+    payment = Record("shop", "p1", "payment <NUM> captured", INFO)
+    decisions = [reference.decide(payment, 1000.0) for _ in range(4)]
+    assert [(d.keep, d.count) for d in decisions] == [(True, 1), (False, 0), (True, 2), (False, 0)]
+    assert decisions[2] == Decision(True, 0.5, Reason.SAMPLED, "p1", "payment <NUM> captured", "severity", 2)
+    assert decisions[1] == Decision(False, 0.5, Reason.DROPPED, "p1", "payment <NUM> captured", "severity")
+    assert reference.unaccounted == 1  # the last drop waits for the next kept record
+    failed = reference.decide(Record("shop", "p2", "payment <NUM> failed", ERROR), 1000.0)
+    assert (failed.reason, failed.rule, failed.count) == (Reason.SEVERITY, "protected", 1)
 
 
 def test_non_string_bodies_get_patterns_too() -> None:

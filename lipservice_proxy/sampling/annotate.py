@@ -1,10 +1,12 @@
 """The attributes every kept record carries, pre-serialised.
 
-`lipservice.sample_rate` (double, how many records this one stands for), `lipservice.pattern_id`
-and `log.record.template`. Appending pre-built attribute bytes with MergeFromString is ~2.5x
-cheaper than building KeyValue messages per record, and the bytes for a (pattern, weight) pair are
-built once. A record that already carries these attributes (an earlier lipservice hop) has them
-replaced, its incoming weight multiplied into the new one.
+`lipservice.sample_rate` (double, how many records this one stands for by Horvitz-Thompson),
+`lipservice.pattern_id`, `log.record.template`, and `lipservice.count` (int, the exact number of
+records of its key it accounts for: counting.py). Appending pre-built attribute bytes with
+MergeFromString is ~2.5x cheaper than building KeyValue messages per record, and the bytes for a
+(pattern, weight) pair are built once. A record that already carries these attributes (an earlier
+lipservice hop) has them replaced, its incoming weight multiplied into the new one; an incoming
+`lipservice.count` is dropped (counts are this hop's).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 SAMPLE_RATE = "lipservice.sample_rate"
 PATTERN_ID = "lipservice.pattern_id"
 TEMPLATE = "log.record.template"
-OWN_KEYS = frozenset({SAMPLE_RATE, PATTERN_ID, TEMPLATE})
+COUNT = "lipservice.count"
+SUMMARY = "lipservice.summary"
+OWN_KEYS = frozenset({SAMPLE_RATE, PATTERN_ID, TEMPLATE, COUNT, SUMMARY})
 SAMPLE_RATE_NEEDLE = SAMPLE_RATE.encode()
 
 
@@ -28,6 +32,18 @@ def annotation(weight: float, pattern_id: str, template: str) -> bytes:
             KeyValue(key=TEMPLATE, value=AnyValue(string_value=template)),
         ]
     ).SerializeToString()
+
+
+def _count_bytes(count: int) -> bytes:
+    return LogRecord(attributes=[KeyValue(key=COUNT, value=AnyValue(int_value=count))]).SerializeToString()
+
+
+_SMALL_COUNTS = tuple(_count_bytes(count) for count in range(256))
+
+
+def count_annotation(count: int) -> bytes:
+    """LogRecord wire bytes holding only `lipservice.count`; small counts are built once."""
+    return _SMALL_COUNTS[count] if count < 256 else _count_bytes(count)
 
 
 def take_prior_weight(record: LogRecord) -> float:

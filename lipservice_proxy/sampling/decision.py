@@ -1,8 +1,9 @@
 """What a sampling decision is, and what one batch's decisions add up to.
 
 A `Decision` carries keep, rate, reason and the pattern key (as Refinery's sample/ decisions do) so
-any record's fate can be explained. The hot path does not build one per record: it tallies the
-same facts straight into a `BatchOutcome`, which receivers, metrics and the analysis loop read.
+any record's fate can be explained; reference.py makes one per record. The hot path does not: it
+tallies the same facts straight into a `BatchOutcome`, which receivers, metrics and the analysis
+loop read.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Decision:
     pattern_id: str
     template: str = ""
     rule: str = ""  # where the rate came from: "service:<name>", "pattern:<id>", "severity:<NAME>", ...
+    count: int = 0  # lipservice.count of a kept record: itself and the drops it accounts for
 
 
 @dataclass(slots=True)
@@ -64,4 +66,5 @@ class PatternTally:
     bytes: int = 0  # body characters: relative volume per pattern, cheap to count
     bytes_kept: int = 0
     weight: float = 0.0  # sum of the kept records' lipservice.sample_rate: the estimated count
+    counted: int = 0  # sum of the kept records' lipservice.count: the exact count, less the open tail
     reasons: dict[str, int] = field(default_factory=dict)

@@ -7,37 +7,44 @@
 5. the rate: service override, pattern rule, severity rate, 1.0 (ERROR/FATAL always 1.0)
 6. an optional per-pattern throughput cap lowers it
 7. the coin (coin.py): by trace id when there is one, else a systematic counter (sampled / dropped)
+8. the count (counting.py): a kept record accounts for itself and the drops of its (service,
+   pattern, severity) since that key's previous kept record; later drops wait as the key's tail
+
+reference.py states the same order one record at a time; tests hold this batched path to it.
 
 `process` runs each scope of a request through three stages, editing the message in place:
 - `extract` reads what a decision needs from each record (trace id, body, severity), names its
   pattern and groups the records by (pattern state, level). This is the only per-record protobuf work.
-- `decide_extraction` applies the order above to each group. Everything but the coin is constant within a
-  group for one request (the time, the rate, the boost, the window), so it is worked out once per
-  group; the coin is the only per-record step, and the counts are added per group.
+- `decide_extraction` applies the order above to each pattern's groups, one named step each:
+  `keep_protected` (1-2), `keep_first` (4), `toss` (5-7) and `Sampler._account` (8). Everything
+  but the coin and the count is constant within a group for one request (the time, the rate, the
+  boost, the window), so it is worked out once per group.
 - the edit: dropped and invalid records are deleted (cheaper than rebuilding), kept ones get their
   pre-serialised annotation bytes appended.
 Per-(service, pattern) state caches what does not change between requests (rates per level,
-annotation bytes, coin thresholds). `decide` explains one record with the same rules.
+annotation bytes, coin thresholds) and holds what must carry over (windows, coin credits, tails).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
+import itertools
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Protocol
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from ..config import SEVERITY_NAMES, RecordLimits
-from .annotate import SAMPLE_RATE, SAMPLE_RATE_NEEDLE, annotation, take_prior_weight
+from .annotate import SAMPLE_RATE_NEEDLE, annotation, count_annotation, take_prior_weight
 from .boosts import BoostTable
 from .coin import SYSTEMATIC_START, TRACE_RANDOM_BYTES, trace_threshold
-from .decision import BatchOutcome, Decision, PatternTally, Reason
+from .counting import MAX_COUNT, Tail, carry_onto, service_origin, tail_due
+from .decision import BatchOutcome, PatternTally, Reason
 from .exemptions import Exemptions
 from .limits import RecordLimiter
 from .policy import Policy
@@ -59,6 +66,9 @@ _SAMPLED, _DROPPED = Reason.SAMPLED, Reason.DROPPED
 Row = tuple[int, LogRecord, bytes, int]
 _CHARS = itemgetter(3)
 _INDEX = itemgetter(0)
+# A record to forward: the record, its pattern state, lipservice.sample_rate, lipservice.count and
+# its tally (0.0 and 0: forwarded by dry run, standing for no record).
+Forward = tuple[LogRecord, "PatternState", float, int, PatternTally]
 
 
 class Pattern(Protocol):
@@ -100,10 +110,13 @@ class PatternState:
         "credits",
         "generation",
         "last_seen",
+        "origins",
         "pattern",
         "rates",
         "rules",
         "service",
+        "tail_since",
+        "tails",
         "thresholds",
         "throughput",
         "window_count",
@@ -124,6 +137,9 @@ class PatternState:
         self.annotations: dict[float, bytes] = {}
         self.thresholds: dict[float, bytes | None] = {}
         self.last_seen = 0.0
+        self.tails = [0] * N_LEVELS  # per level: drops not yet accounted for by a kept record
+        self.tail_since = [0.0] * N_LEVELS  # when each open tail opened
+        self.origins: list[tuple[bytes, bytes] | None] = [None] * N_LEVELS  # of the drops opening each tail
 
     def retemplate(self, pattern: Pattern) -> None:
         """The engine generalised this pattern's template (its id stays): rules may name templates,
@@ -155,6 +171,23 @@ class PatternState:
             return value
 
 
+class Origin:
+    """A scope's resource and scope, serialised on first need: only a key whose tail stays open
+    keeps them, for its summary record."""
+
+    __slots__ = ("_resource", "_scope", "_serialised")
+
+    def __init__(self, resource: Resource, scope: InstrumentationScope) -> None:
+        self._resource = resource
+        self._scope = scope
+        self._serialised: tuple[bytes, bytes] | None = None
+
+    def serialised(self) -> tuple[bytes, bytes]:
+        if self._serialised is None:
+            self._serialised = (self._resource.SerializeToString(), self._scope.SerializeToString())
+        return self._serialised
+
+
 @dataclass(slots=True)
 class Extraction:
     """One scope's valid records grouped by pattern state and level (index = level), in scope order,
@@ -167,11 +200,60 @@ class Extraction:
 
 @dataclass(slots=True)
 class Verdict:
-    """One scope's decisions: the records to forward with their weights (0.0: forwarded by dry run,
-    standing for no record), and the indices of the records to delete, in no particular order."""
+    """One scope's decisions: the records to forward, and the indices of the records to delete, in
+    no particular order."""
 
-    kept: list[tuple[LogRecord, PatternState, float, PatternTally]] = field(default_factory=list)
+    kept: list[Forward] = field(default_factory=list)
     removed: list[int] = field(default_factory=list)
+
+
+class Group:
+    """One scope's records of one (pattern, level), in scope order, while the steps decide them."""
+
+    __slots__ = ("dropped", "kept", "level", "rows", "tally")
+
+    def __init__(self, level: int, rows: list[Row], tally: PatternTally) -> None:
+        self.level = level
+        self.rows = rows  # not decided yet
+        self.tally = tally
+        # runs kept at one weight, each in scope order, with the number of the group's drops before
+        # each of their records when the step that kept them knows it (the coin does)
+        self.kept: list[tuple[list[Row], float, list[int] | None]] = []
+        self.dropped: list[Row] = []
+
+    def keep(
+        self, rows: list[Row], weight: float, reason: str, drops_before: list[int] | None = None
+    ) -> None:
+        count = len(rows)
+        tally = self.tally
+        tally.kept += count
+        tally.bytes_kept += sum(map(_CHARS, rows))
+        tally.weight += weight * count
+        tally.reasons[reason] = tally.reasons.get(reason, 0) + count
+        self.kept.append((rows, weight, drops_before))
+
+    def drop(self, rows: list[Row]) -> None:
+        self.tally.reasons[_DROPPED] = self.tally.reasons.get(_DROPPED, 0) + len(rows)
+        self.dropped = rows
+
+    def drops_before(self, rows: list[Row]) -> list[int]:
+        """For each of `rows` (in scope order), how many of the group's dropped records precede it."""
+        if not self.dropped:
+            return [0] * len(rows)
+        dropped_at = list(map(_INDEX, self.dropped))
+        return [bisect_left(dropped_at, row[0]) for row in rows]
+
+    def in_scope_order(self) -> tuple[Sequence[Row], Iterable[float], Sequence[int]]:
+        """The kept records in scope order, their weights, and the drops before each."""
+        if len(self.kept) == 1:
+            rows, weight, before = self.kept[0]
+            return rows, itertools.repeat(weight), before if before is not None else self.drops_before(rows)
+        merged: list[tuple[Row, float, int]] = []
+        for rows, weight, before in self.kept:
+            merged += zip(rows, itertools.repeat(weight), before or self.drops_before(rows), strict=False)
+        merged.sort(key=_kept_index)
+        rows, weights, befores = zip(*merged, strict=True)
+        return rows, weights, befores
 
 
 class Sampler:
@@ -196,6 +278,9 @@ class Sampler:
         self._compiled = _Compiled(policy, 0)
         self._states: dict[str, dict[str, PatternState]] = {}
         self._n_states = 0
+        self._open: dict[PatternState, None] = {}  # states that may hold an open tail, in order
+        self._evicted: list[Tail] = []  # tails of forgotten states, for the next summaries
+        self.unaccounted = 0  # records in open tails (and evicted ones): no kept record counts them yet
 
     @property
     def policy(self) -> Policy:
@@ -206,7 +291,7 @@ class Sampler:
         return self._compiled.rates.resolve(service, pattern_id, template)
 
     def set_policy(self, policy: Policy) -> None:
-        """Swap the policy. Takes effect from the next batch; counters and windows carry over."""
+        """Swap the policy. Takes effect from the next batch; counters, windows and tails carry over."""
         self._generation += 1
         self._compiled = _Compiled(policy, self._generation)
 
@@ -244,7 +329,7 @@ class Sampler:
             service_bytes[0] += wire_size if single else resource_logs.ByteSize()  # type: ignore[operator]
             scopes = resource_logs.scope_logs
             empty_scopes: list[int] = []
-            kept: list[tuple[LogRecord, PatternState, float, PatternTally]] = []
+            kept: list[Forward] = []
             for scope_index, scope_logs in enumerate(scopes):
                 records = scope_logs.log_records
                 received += len(records)
@@ -255,7 +340,12 @@ class Sampler:
                 )
                 extraction = self.extract(records, service, over_limits)
                 verdict = self.decide_extraction(
-                    extraction, now, outcome, whole_exempt=whole_exempt, check_exemptions=might_exempt
+                    extraction,
+                    now,
+                    outcome,
+                    whole_exempt=whole_exempt,
+                    check_exemptions=might_exempt,
+                    origin=Origin(resource_logs.resource, scope_logs.scope),
                 )
                 kept += verdict.kept
                 removed = verdict.removed
@@ -280,15 +370,15 @@ class Sampler:
             if not scopes:
                 empty_resources.append(resource_index)
             elif dry_run:  # nothing was deleted: measure the would-be kept records one by one
-                service_bytes[1] += sum(record.ByteSize() for record, _, weight, _ in kept if weight)
+                service_bytes[1] += sum(record.ByteSize() for record, _, _, count, _ in kept if count)
             else:  # only kept records are left: a cheap walk, before they grow by their annotations
                 service_bytes[1] += resource_logs.ByteSize()
-            for record, state, weight, tally in kept:
+            for record, state, weight, count, tally in kept:
                 if has_prior:
                     prior = take_prior_weight(record)
                     tally.weight += weight * (prior - 1.0)
                     weight *= prior
-                record.MergeFromString(state.annotation(weight))
+                record.MergeFromString(state.annotation(weight) + count_annotation(count))
         for resource_index in reversed(empty_resources):
             del resources[resource_index]
 
@@ -366,184 +456,259 @@ class Sampler:
         *,
         whole_exempt: bool = False,
         check_exemptions: bool = False,
+        origin: Origin | None = None,
     ) -> Verdict:
-        """Stage 2: the decision order of the module docstring, group by group; counts into `outcome`.
+        """Stage 2: the decision order of the module docstring, pattern by pattern; counts into
+        `outcome`. `origin` is the scope's resource and scope, for the summaries of open tails.
 
         Touches no protobuf field except a record's attributes when an exemption may match.
         """
         compiled = self._compiled
         generation = compiled.generation
         keep_min = self._keep_min
-        dry_run = self._dry_run
-        boosts = self.boosts if self.boosts else None
         exemptions = compiled.exemptions if check_exemptions else None
-        first_count, window, max_per_second = compiled.first_count, compiled.window, compiled.max_per_second
+        may_protect = whole_exempt or exemptions is not None
+        boosts = self.boosts if self.boosts else None  # (asked once: most requests have none)
         patterns = outcome.patterns
         verdict = Verdict()
-        kept = verdict.kept
-        removed = verdict.removed
-
         for state, levels in extraction.groups.items():
             if state.generation != generation:
                 state.refresh(compiled)
             state.last_seen = now
-            pattern_id = state.pattern.id
-            sampled: list[tuple[int, list[Row], PatternTally]] = []
+            groups: list[Group] = []
             for level, rows in enumerate(levels):
                 if rows is None:
                     continue
-                key = (state.service, pattern_id, SEVERITY_NAMES[level])
+                key = (state.service, state.pattern.id, SEVERITY_NAMES[level])
                 tally = patterns.get(key)
                 if tally is None:
                     tally = patterns[key] = PatternTally(template=state.pattern.template)
                 tally.received += len(rows)
                 tally.bytes += sum(map(_CHARS, rows))
-                if level >= keep_min or whole_exempt:
-                    _keep_all(rows, state, 1.0, tally, _SEVERITY if level >= keep_min else _EXEMPT, kept)
-                    continue
-                if exemptions is not None:
-                    exempt: list[Row] = []
-                    rest: list[Row] = []
-                    for row in rows:
-                        (rest if exemptions.match(row[1].attributes) is None else exempt).append(row)
-                    if exempt:
-                        _keep_all(exempt, state, 1.0, tally, _EXEMPT, kept)
-                        rows = rest
-                if rows:
-                    sampled.append((level, rows, tally))
-            if not sampled:
-                continue
-
-            boost = boosts.rate(pattern_id, now) if boosts is not None else None
-            cap = 1.0
-            if boost is None:
-                if now - state.window_start >= window or now < state.window_start:
-                    state.window_start = window_start(now, window)
-                    state.window_count = 0
-                if state.window_count < first_count:
-                    sampled, taken = _keep_first(sampled, first_count - state.window_count, state, kept)
-                    state.window_count += taken
-                if max_per_second is not None and sampled:
-                    waiting = sum(len(rows) for _, rows, _ in sampled)
-                    cap = state.throughput.rate_cap(now, max_per_second, waiting)
-
-            for level, rows, tally in sampled:
-                rate = boost if boost is not None else min(state.rates[level], cap)
-                reason = _BOOST if boost is not None else _SAMPLED
-                if rate >= 1.0:
-                    _keep_all(rows, state, 1.0, tally, reason, kept)
-                    continue
-                weight = 1.0 / rate if rate > 0.0 else 0.0
-                threshold = state.threshold(rate) if rate > 0.0 else b""
-                credits = state.credits
-                credit = credits[level]
-                winners: list[Row] = []
-                losers: list[Row] = []
-                for row in rows:
-                    trace_id = row[2]
-                    if trace_id:
-                        # equal-length bytes compare as big-endian numbers: no int conversion
-                        keep = trace_id[-TRACE_RANDOM_BYTES:] < threshold  # type: ignore[operator]
-                    else:
-                        credit += rate
-                        keep = credit >= 1.0
-                        if keep:
-                            credit -= 1.0
-                    if keep:
-                        winners.append(row)
-                    else:
-                        losers.append(row)
-                credits[level] = credit
-                if winners:
-                    _keep_all(winners, state, weight, tally, reason, kept)
-                if losers:
-                    tally.reasons[_DROPPED] = tally.reasons.get(_DROPPED, 0) + len(losers)
-                    if dry_run:
-                        kept += [(row[1], state, 0.0, tally) for row in losers]
-                    else:
-                        removed += map(_INDEX, losers)
+                groups.append(Group(level, rows, tally))
+            # (a call per group costs: ask keep_protected only when something may protect)
+            sampled = [
+                group
+                for group in groups
+                if not (
+                    (group.level >= keep_min or may_protect)
+                    and keep_protected(group, keep_min, whole_exempt, exemptions)
+                )
+            ]
+            if sampled:
+                self._sample(state, sampled, now, boosts)
+            for group in groups:
+                self._account(state, group, now, origin, verdict)
         return verdict
 
+    def _sample(
+        self, state: PatternState, groups: list[Group], now: float, boosts: BoostTable | None
+    ) -> None:
+        """Steps 3-7 for one pattern's groups that are neither protected nor exempt."""
+        boost = boosts.rate(state.pattern.id, now) if boosts is not None else None
+        if boost is not None:
+            for group in groups:
+                toss(state, group, boost, _BOOST)
+            return
+        compiled = self._compiled
+        groups = keep_first(state, groups, now, compiled.first_count, compiled.window)
+        cap = 1.0
+        if compiled.max_per_second is not None and groups:
+            waiting = sum(len(group.rows) for group in groups)
+            cap = state.throughput.rate_cap(now, compiled.max_per_second, waiting)
+        for group in groups:
+            toss(state, group, min(state.rates[group.level], cap), _SAMPLED)
+
+    def _account(
+        self, state: PatternState, group: Group, now: float, origin: Origin | None, verdict: Verdict
+    ) -> None:
+        """Step 8: each kept record's count, the key's tail, and the records to forward or delete.
+
+        A kept record counts itself and the key's drops before it since the key's previous kept
+        record (the earliest kept one also the tail carried from earlier requests); the drops
+        after the last kept record become the key's tail.
+        """
+        level = group.level
+        tally = group.tally
+        dropped = group.dropped
+        forward = verdict.kept
+        old_tail = state.tails[level]
+        if not group.kept:
+            tail = old_tail + len(dropped)
+        elif not dropped and not old_tail:  # nothing to carry: every kept record counts itself
+            for rows, weight, _ in group.kept:
+                forward += [(row[1], state, weight, 1, tally) for row in rows]
+                tally.counted += len(rows)
+            tail = 0
+        else:
+            runs = group.kept
+            if len(runs) == 1 and runs[0][2] is not None:  # the common case: the coin's winners
+                rows, weight, before = runs[0]
+                weights: Iterable[float] = itertools.repeat(weight)
+            else:
+                rows, weights, before = group.in_scope_order()
+            if old_tail + len(dropped) < MAX_COUNT - len(rows):  # no count can reach the bound
+                forward += [
+                    (row[1], state, weight, after - prior + 1, tally)
+                    for row, weight, prior, after in zip(
+                        rows, weights, [-old_tail, *before], before, strict=False
+                    )
+                ]
+                tally.counted += old_tail + before[-1] + len(rows)
+                tail = len(dropped) - before[-1]
+            else:  # the same, one record at a time, splitting counts at the bound
+                carry, prior = old_tail, 0
+                for row, weight, after in zip(rows, weights, before, strict=False):
+                    count, carry = carry_onto(carry + after - prior)
+                    prior = after
+                    forward.append((row[1], state, weight, count, tally))
+                    tally.counted += count
+                tail = carry + len(dropped) - prior
+        if tail and (group.kept or not old_tail):  # a new tail: these drops opened it
+            state.tail_since[level] = now
+            state.origins[level] = origin.serialised() if origin is not None else None
+            self._open[state] = None
+        state.tails[level] = tail
+        self.unaccounted += tail - old_tail
+        if dropped:
+            if self._dry_run:
+                forward += [(row[1], state, 0.0, 0, tally) for row in dropped]
+            else:
+                verdict.removed += map(_INDEX, dropped)
+
+    def close_tails(self, now: float, *, everything: bool = False) -> list[Tail]:
+        """Close the tails due for a summary record at `now` (with `everything`, all of them, as at
+        shutdown), and those of forgotten states. The caller sends their summaries."""
+        closed, self._evicted = self._evicted, []
+        window = self._compiled.window
+        for state in list(self._open):
+            still_open = False
+            for level, tail in enumerate(state.tails):
+                if not tail:
+                    continue
+                if everything or tail_due(state.tail_since[level], now, window):
+                    closed.append(self._close(state, level))
+                else:
+                    still_open = True
+            if not still_open:
+                del self._open[state]
+        self.unaccounted -= sum(tail.count for tail in closed)
+        return closed
+
+    def _close(self, state: PatternState, level: int) -> Tail:
+        origin = state.origins[level] or service_origin(state.service)
+        pattern = state.pattern
+        tail = Tail(state.service, pattern.id, pattern.template, level, state.tails[level], origin)
+        state.tails[level] = 0
+        return tail
+
     def _evict(self, now: float) -> None:
-        """Forget the least recently seen half of the pattern states (their windows and counters)."""
+        """Forget the least recently seen half of the pattern states (their windows and counters);
+        their open tails wait for the next summaries."""
         everything = sorted(
             (state.last_seen, service, pattern_id)
             for service, by_pattern in self._states.items()
             for pattern_id, state in by_pattern.items()
         )
         for _, service, pattern_id in everything[: len(everything) // 2]:
-            del self._states[service][pattern_id]
+            state = self._states[service].pop(pattern_id)
+            if state in self._open:
+                del self._open[state]
+                self._evicted += [self._close(state, level) for level, tail in enumerate(state.tails) if tail]
         self._states = {service: by_pattern for service, by_pattern in self._states.items() if by_pattern}
         self._n_states = sum(len(by_pattern) for by_pattern in self._states.values())
 
-    def decide(self, record: LogRecord, service: str, now: float) -> Decision:
-        """Decide one record with the same rules and state as `process` (the record is not edited)."""
-        request = ExportLogsServiceRequest()
-        resource_logs = request.resource_logs.add()
-        resource_logs.resource.attributes.add(key="service.name").value.string_value = service
-        resource_logs.scope_logs.add().log_records.add().CopyFrom(record)
-        outcome = self.process(request, b"", now)
-        if outcome.rejected:
-            return Decision(keep=False, rate=0.0, reason=Reason.INVALID, pattern_id="")
-        ((_, pattern_id, severity), tally), *_ = outcome.patterns.items()
-        level = LEVEL_OF_NAME[severity]
-        state = self._states[service][pattern_id]
-        rate = state.rates[level]
-        if tally.kept:
-            kept = request.resource_logs[0].scope_logs[0].log_records[0]
-            weight = next(a.value.double_value for a in kept.attributes if a.key == SAMPLE_RATE)
-            rate = 1.0 / weight
-        return Decision(
-            keep=bool(tally.kept),
-            rate=rate,
-            reason=Reason(next(iter(tally.reasons))),
-            pattern_id=pattern_id,
-            template=tally.template,
-            rule=state.rules[level],
-        )
+
+def _kept_index(kept: tuple[Row, float]) -> int:
+    return kept[0][0]
 
 
 def _joined(message: str, reason: str) -> str:
     return f"{message}; {reason}" if message and reason not in message else message or reason
 
 
-def _keep_all(
-    rows: list[Row],
-    state: PatternState,
-    weight: float,
-    tally: PatternTally,
-    reason: str,
-    kept: list[tuple[LogRecord, PatternState, float, PatternTally]],
-) -> None:
-    """Keep every row of a group, for one reason and at one weight, and count them."""
-    count = len(rows)
-    tally.kept += count
-    tally.bytes_kept += sum(map(_CHARS, rows))
-    tally.weight += weight * count
-    tally.reasons[reason] = tally.reasons.get(reason, 0) + count
-    kept += [(row[1], state, weight, tally) for row in rows]
-
-
-def _keep_first(
-    sampled: list[tuple[int, list[Row], PatternTally]],
-    allowance: int,
-    state: PatternState,
-    kept: list[tuple[LogRecord, PatternState, float, PatternTally]],
-) -> tuple[list[tuple[int, list[Row], PatternTally]], int]:
-    """Keep a pattern's first `allowance` records in scope order, whatever their levels; return
-    the groups of the rest and how many were kept. Each group is in scope order, so what is taken
-    from a group is a prefix of it."""
-    if len(sampled) == 1:
-        cutoff = min(allowance, len(sampled[0][1]))
-        counts = [cutoff]
+def keep_protected(group: Group, keep_min: int, whole_exempt: bool, exemptions: Exemptions | None) -> bool:
+    """Steps 1-2: keep what severity or an exemption protects; True when nothing is left to sample."""
+    rows = group.rows
+    if group.level >= keep_min:
+        group.keep(rows, 1.0, _SEVERITY)
+    elif whole_exempt:
+        group.keep(rows, 1.0, _EXEMPT)
+    elif exemptions is not None:
+        exempt: list[Row] = []
+        rest: list[Row] = []
+        for row in rows:
+            (rest if exemptions.match(row[1].attributes) is None else exempt).append(row)
+        if exempt:
+            group.keep(exempt, 1.0, _EXEMPT)
+            group.rows = rest
+        return not rest
     else:
-        indices = sorted(row[0] for _, rows, _ in sampled for row in rows)
+        return False
+    group.rows = []
+    return True
+
+
+def keep_first(
+    state: PatternState, groups: list[Group], now: float, first_count: int, window: float
+) -> list[Group]:
+    """Step 4: keep the pattern's first `first_count` records of the window in scope order, whatever
+    their levels; return the groups with records left. Each group is in scope order, so what is
+    taken from a group is a prefix of it."""
+    if now - state.window_start >= window or now < state.window_start:
+        state.window_start = window_start(now, window)
+        state.window_count = 0
+    allowance = first_count - state.window_count
+    if allowance <= 0:
+        return groups
+    if len(groups) == 1:
+        counts = [min(allowance, len(groups[0].rows))]
+    else:
+        indices = sorted(row[0] for group in groups for row in group.rows)
         last = indices[min(allowance, len(indices)) - 1]
-        counts = [bisect_right(rows, last, key=_INDEX) for _, rows, _ in sampled]
-    rest: list[tuple[int, list[Row], PatternTally]] = []
-    for (level, rows, tally), count in zip(sampled, counts, strict=True):
+        counts = [bisect_right(group.rows, last, key=_INDEX) for group in groups]
+    state.window_count += sum(counts)
+    rest: list[Group] = []
+    for group, count in zip(groups, counts, strict=True):
         if count:
-            _keep_all(rows[:count], state, 1.0, tally, _FIRST, kept)
-        if count < len(rows):
-            rest.append((level, rows[count:], tally))
-    return rest, sum(counts)
+            group.keep(group.rows[:count], 1.0, _FIRST)
+            group.rows = group.rows[count:]
+        if group.rows:
+            rest.append(group)
+    return rest
+
+
+def toss(state: PatternState, group: Group, rate: float, reason: str) -> None:
+    """Step 7: the coin at `rate` for each record of the group (coin.py)."""
+    rows = group.rows
+    group.rows = []
+    if rate >= 1.0:
+        group.keep(rows, 1.0, reason)
+        return
+    threshold = state.threshold(rate) if rate > 0.0 else b""
+    level = group.level
+    credits = state.credits
+    credit = credits[level]
+    winners: list[Row] = []
+    drops_before: list[int] = []  # per winner: the losers before it, for its count
+    losers: list[Row] = []
+    for row in rows:
+        trace_id = row[2]
+        if trace_id:
+            # equal-length bytes compare as big-endian numbers: no int conversion
+            keep = trace_id[-TRACE_RANDOM_BYTES:] < threshold  # type: ignore[operator]
+        else:
+            credit += rate
+            keep = credit >= 1.0
+            if keep:
+                credit -= 1.0
+        if keep:
+            winners.append(row)
+            drops_before.append(len(losers))
+        else:
+            losers.append(row)
+    credits[level] = credit
+    if winners:
+        group.keep(winners, 1.0 / rate, reason, drops_before)
+    if losers:
+        group.drop(losers)
