@@ -199,6 +199,13 @@ class Telemetry:
             ["exporter", "outcome"],
             registry=r,
         )
+        self.export_shutdown_dropped = Counter(
+            "lipservice_export_shutdown_dropped_records_total",
+            "Acknowledged records a memory queue still held at the shutdown deadline, lost (also counted "
+            "as failed). With `run --workers N` the parent sums its workers' for its exit status.",
+            ["exporter"],
+            registry=r,
+        )
         self.export_retries = Counter(
             "lipservice_export_retries_total",
             "Retries of a batch after a retryable error.",

@@ -165,6 +165,16 @@ def test_a_dead_worker_is_replaced_and_sigterm_drains_every_worker(tmp_path: Pat
     assert all(gone(pid) for pid in pids)
 
 
+def test_records_a_worker_drops_at_shutdown_make_the_parent_exit_3(tmp_path: Path, sink: SinkThread) -> None:
+    sink.sink.fail_grpc(grpc.StatusCode.UNAVAILABLE)  # upstream down throughout: the memory queues keep all
+    with workers_proxy(tmp_path, sink) as proxy:
+        sent = export_over_many_connections(proxy.grpc_endpoint, calls=8)
+        assert proxy.terminate(timeout=60) == 3
+    assert sink.sink.log_record_count == 0
+    errors = [line.get("msg", "") for line in proxy.log_lines if line.get("level") == "error"]
+    assert f"stopped; {sent} acknowledged records were dropped at shutdown" in errors, errors
+
+
 def test_workers_do_not_outlive_a_killed_parent(tmp_path: Path, sink: SinkThread) -> None:
     with workers_proxy(tmp_path, sink) as proxy:
         pids = worker_pids(proxy)

@@ -138,6 +138,7 @@ class ExportQueue:
                 dropped,
             )
             self._telemetry.export_records.labels(self.name, "failed").inc(dropped)
+            self._telemetry.export_shutdown_dropped.labels(self.name).inc(dropped)
         self._updated()
         await self.exporter.shutdown()
         return dropped

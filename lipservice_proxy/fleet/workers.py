@@ -13,7 +13,8 @@ The parent process
   worker I gets `<name>.w<I>` (the same I after a restart, so a replacement replays its queue);
 - announces ready once every worker has reported to the analyzer (its receivers listen by then);
 - restarts a worker that exits, after a backoff (1 s doubling to 30 s; reset after a minute up);
-- on SIGTERM passes SIGTERM on, waits for the workers to drain their queues, stops, exits 0.
+- on SIGTERM passes SIGTERM on, waits for the workers to drain their queues, stops, exits 0, or 3 when
+  a worker dropped acknowledged records at the deadline (their shared counter says how many).
 A worker stops by itself when the parent dies (Linux: PR_SET_PDEATHSIG, see `die_with_parent`).
 """
 
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import multiprocess
+from prometheus_client import CollectorRegistry, multiprocess
 
 from ..admin import json_response
 from ..config import ProxyConfig, RetrySettings, host_port
@@ -217,8 +218,9 @@ class Supervisor:
         ]
         self._started = True
 
-    async def stop(self, drain_seconds: float = 10.0) -> None:
-        """SIGTERM every worker, give them `drain_seconds` (and a margin) to drain, then stop the analyzer."""
+    async def stop(self, drain_seconds: float = 10.0) -> int:
+        """SIGTERM every worker, give them `drain_seconds` (and a margin) to drain, then stop the analyzer.
+        Returns how many acknowledged records the workers dropped at shutdown (each logged its own)."""
         self._stopping.set()
         for task in self._tasks:
             task.cancel()
@@ -241,6 +243,21 @@ class Supervisor:
         for sock in self._reservations:
             sock.close()
         self._reservations.clear()
+        return self._dropped_at_shutdown()
+
+    def _dropped_at_shutdown(self) -> int:
+        """The workers' `lipservice_export_shutdown_dropped_records_total`, summed from the shared
+        metrics directory, where a worker's counters outlive it."""
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=self._environ[MULTIPROCESS_DIR_ENV])
+        return int(
+            sum(
+                sample.value
+                for family in registry.collect()
+                for sample in family.samples
+                if sample.name == "lipservice_export_shutdown_dropped_records_total"
+            )
+        )
 
     def _workers_up(self) -> bool:
         return self._started and not self._stopping.is_set() and any(w.alive for w in self.workers)
