@@ -118,7 +118,9 @@ class Proxy:
                 sampler=self.sampler,
                 store=self.policy_store,
                 telemetry=telemetry,
-                policy_path=config.analysis.policy_file,
+                # a loop that is off writes nothing and restores nothing: it only keeps the stats the
+                # status page shows (a demo or a test run leaves no state behind for the next one)
+                policy_path=config.analysis.policy_file if config.analysis.enabled else None,
                 environ=environ,
             )
         handler = LogsHandler(self.pipeline)

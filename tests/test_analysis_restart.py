@@ -71,3 +71,19 @@ def test_an_unreadable_state_file_is_logged_and_ignored(tmp_path: Path, caplog) 
 
     run(scenario)
     assert "unreadable" in caplog.text
+
+
+def test_a_loop_that_is_off_neither_restores_nor_writes_state(tmp_path: Path) -> None:
+    """With `analysis.enabled: false` (the demo's setting) the stats start empty and stay this run's."""
+
+    async def scenario() -> None:
+        async with running_proxy(tmp_path, {"interval": "5m"}) as proxy:
+            await send(proxy, loghub_batch("HDFS", 500))
+        path = state_path(tmp_path / "generated" / "policy.yaml")
+        written = path.read_bytes()  # the loop that was on saved its state at shutdown
+        async with running_proxy(tmp_path, {"enabled": False}) as proxy:
+            await send(proxy, loghub_batch("HDFS", 500))
+            assert sum(entry.received for entry in proxy.stats.entries()) == 500
+        assert path.read_bytes() == written
+
+    run(scenario)
