@@ -284,11 +284,11 @@ def test_admin_views_of_a_sampler_and_the_analyzer(tmp_path: Path) -> None:
             view = sampler.patterns_view(5)  # its open window: nothing reported yet
             assert view["total_patterns"] > 5 and view["fleet"]["sampler_id"] == "s1"
             for pattern in view["patterns"]:
-                rates, rules = sampler.sampler.resolve(pattern["service"], pattern["id"], pattern["template"])
+                rates, sources = sampler.sampler.resolve(pattern["service"], pattern["id"], pattern["template"])
                 level = max(
                     range(4), key=lambda n: pattern["counts"].get(["TRACE", "DEBUG", "INFO", "WARN"][n], 0)
                 )
-                assert (pattern["rate"], pattern["rule"]) == (rates[level], rules[level])
+                assert (pattern["rate"], pattern["rule"]) == (rates[level], sources[level].label)
             assert sum(p["received"] for p in sampler.patterns_view(1000)["patterns"]) == 300
             # a boost from the analyzer shows as what it is: the pattern kept at the boost's rate
             boosted = view["patterns"][0]["id"]

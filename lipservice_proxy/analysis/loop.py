@@ -25,11 +25,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
 
-from ..config import SEVERITY_NAMES, AnalysisConfig
+from ..config import AnalysisConfig
 from ..memlimit import cgroup_headroom
+from ..pattern_view import boost_rows, iso_time, pattern_row
 from ..sampling.boosts import BoostTable
 from ..sampling.policy import Policy
-from ..sampling.severity import ERROR, INFO
+from ..sampling.rates import Resolved, busiest_sampled_level
+from ..sampling.severity import ERROR
 from ..sampling.store import PolicyStore
 from ..telemetry import Telemetry
 from .anomalies import DEFAULT_THRESHOLDS, NEW_PATTERN, Anomaly, Thresholds, detect
@@ -57,7 +59,7 @@ class SamplerView(Protocol):
     @property
     def boosts(self) -> BoostTable: ...
 
-    def resolve(self, service: str, pattern_id: str, template: str) -> tuple[list[float], list[str]]: ...
+    def resolve(self, service: str, pattern_id: str, template: str) -> Resolved: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,17 +84,6 @@ class RunResult:
             "noise": self.noise,
             "message": self.message,
         }
-
-
-def iso_time(timestamp: float) -> str:
-    """A Unix time as an ISO 8601 UTC text with microseconds, as the admin API shows times."""
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _dominant_level(entry: PatternEntry) -> int:
-    """The busiest level below ERROR: the one whose rate the pattern's volume mostly gets."""
-    sampled = entry.counts[:ERROR]
-    return max(range(ERROR), key=lambda level: sampled[level]) if any(sampled) else INFO
 
 
 class AnalysisLoop:
@@ -328,10 +319,10 @@ class AnalysisLoop:
         for entry in entries:
             volumes[entry.pattern_id] = volumes.get(entry.pattern_id, 0) + entry.received
             if entry.pattern_id not in known:
-                rates, rules = self._sampler.resolve(entry.service, entry.pattern_id, entry.template)
-                level = _dominant_level(entry)
+                rates, sources = self._sampler.resolve(entry.service, entry.pattern_id, entry.template)
+                level = busiest_sampled_level(entry.counts)
                 known[entry.pattern_id] = KnownPattern(
-                    entry.template, rates[level], has_rule=rules[level].endswith("pattern")
+                    entry.template, rates[level], has_rule=sources[level].has_rule
                 )
         for rule in policy.patterns:
             known.setdefault(rule.id, KnownPattern(rule.template, rule.rate))
@@ -392,37 +383,31 @@ class AnalysisLoop:
             self._stats.entries(),
             key=lambda e: (-(e.last_interval + sum(e.interval_counts)), -e.received, e.pattern_id, e.service),
         )
-        patterns = []
-        for entry in ranked[:limit]:
-            rates, rules = self._sampler.resolve(entry.service, entry.pattern_id, entry.template)
-            level = _dominant_level(entry)
-            boost = boosted.get(entry.pattern_id)
-            patterns.append(
-                {
-                    "id": entry.pattern_id,
-                    "template": entry.template,
-                    "service": entry.service,
-                    "family": self._families.get(entry.pattern_id, f"family-{entry.pattern_id}"),
-                    "counts": {name: n for name, n in zip(SEVERITY_NAMES, entry.counts, strict=True) if n},
-                    "received": entry.received,
-                    "kept": entry.kept,
-                    "last_interval": entry.last_interval,
-                    "rate": boost.rate if boost else rates[level],
-                    "rule": "boost" if boost else rules[level],
-                    "anomaly": entry.pattern_id in kinds,
-                    "anomaly_kind": kinds.get(entry.pattern_id),
-                    "first_seen": iso_time(entry.first_seen),
-                    "last_seen": iso_time(entry.last_seen),
-                }
-            )
+        patterns = [
+            {
+                **pattern_row(
+                    entry.service,
+                    entry.pattern_id,
+                    entry.template,
+                    entry.counts,
+                    entry.kept,
+                    resolve=self._sampler.resolve,
+                    boost=boosted.get(entry.pattern_id),
+                ),
+                "family": self._families.get(entry.pattern_id, f"family-{entry.pattern_id}"),
+                "last_interval": entry.last_interval,
+                "anomaly": entry.pattern_id in kinds,
+                "anomaly_kind": kinds.get(entry.pattern_id),
+                "first_seen": iso_time(entry.first_seen),
+                "last_seen": iso_time(entry.last_seen),
+            }
+            for entry in ranked[:limit]
+        ]
         return {
             "patterns": patterns,
             "total_patterns": len(self._stats),
             "anomalies": [{**anomaly.as_dict(), "until": iso_time(end)} for anomaly, end in active],
-            "boosts": [
-                {"pattern_id": b.pattern_id, "rate": b.rate, "until": iso_time(b.until), "reason": b.reason}
-                for b in boosts
-            ],
+            "boosts": boost_rows(boosts),
             "last_run": self.last_result.as_dict() if self.last_result else None,
         }
 
