@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -74,6 +75,16 @@ Duration = Annotated[
     ),
 ]
 """Seconds; written in the file as 200ms, 30s, 5m, 1h or a bare number of seconds."""
+
+
+def _positive(seconds: float) -> float:
+    if seconds <= 0:
+        raise ValueError("must be positive")
+    return seconds
+
+
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+"""A Duration that must be above zero: an interval or a timeout."""
 
 SEVERITY_NAMES = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 SeverityName = Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
@@ -143,14 +154,7 @@ class QueueSettings(Model):
     directory: Path | None = None
     max_disk_mib: float = Field(1024, ge=1)
     fsync: Literal["batch", "interval"] = "batch"
-    fsync_interval: Duration = 1.0
-
-    @field_validator("fsync_interval")
-    @classmethod
-    def _positive_interval(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("fsync_interval must be positive")
-        return value
+    fsync_interval: PositiveDuration = 1.0
 
 
 class ClientTLS(Model):
@@ -197,15 +201,8 @@ class GrpcReceiverConfig(Model):
     max_recv_msg_size_mib: float = Field(4, gt=0, le=1024)
     # A connection that has not completed its TLS and HTTP/2 handshake (the client's preface and
     # SETTINGS) within this is closed by grpc; beyond max_connections, grpc closes new ones at once.
-    handshake_timeout: Duration = 10.0
+    handshake_timeout: PositiveDuration = 10.0
     max_connections: int = Field(1000, ge=1, le=1_000_000)
-
-    @field_validator("handshake_timeout")
-    @classmethod
-    def _positive_timeout(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be positive")
-        return value
 
 
 class HttpReceiverConfig(Model):
@@ -215,18 +212,11 @@ class HttpReceiverConfig(Model):
     read_timeout: Duration = 30.0
     # Request line and headers must arrive within this (from the connection's start or the next
     # request's first byte), else the connection is closed: a client dripping headers holds nothing.
-    header_timeout: Duration = 10.0
-    idle_timeout: Duration = 60.0  # a kept-alive connection with no request is closed after this
+    header_timeout: PositiveDuration = 10.0
+    idle_timeout: PositiveDuration = 60.0  # a kept-alive connection with no request is closed after this
     # Open connections at most; one more gets 503 and is closed. Keep the sum of both receivers'
     # below the open-file limit, less room for the admin server, exporters and disk queues.
     max_connections: int = Field(1000, ge=1, le=1_000_000)
-
-    @field_validator("header_timeout", "idle_timeout")
-    @classmethod
-    def _positive_timeout(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be positive")
-        return value
 
 
 class RecordLimits(Model):
@@ -358,7 +348,7 @@ class LlmConfig(Model):
 
 class AnalysisConfig(Model):
     enabled: bool = True
-    interval: Duration = 300.0
+    interval: PositiveDuration = 300.0
     llm: LlmConfig | None = None
     target_keep_ratio: float = Field(0.1, gt=0, le=1)
     min_rate: float = Field(0.001, gt=0, le=1)
@@ -367,13 +357,6 @@ class AnalysisConfig(Model):
     # Generated policies go beside the operator's, never over it: the operator's file may be a
     # read-only ConfigMap, and a hand edit must not be lost to the next refresh.
     policy_file: Path = Path("policies/generated.yaml")
-
-    @field_validator("interval")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("interval must be positive")
-        return value
 
 
 # ---- fleet mode (lipservice_proxy/fleet) ----
@@ -385,10 +368,10 @@ class FleetConfig(Model):
 
     analyzer: str | None = None  # host:port of the analyzer, for samplers
     listen: ListenEndpoint = "127.0.0.1:4320"  # where the analyzer serves the fleet API
-    report_interval: Duration = 10.0
+    report_interval: PositiveDuration = 10.0
     sampler_id: str | None = Field(None, min_length=1, max_length=253)  # default: the host (pod) name
     max_patterns_per_report: int = Field(2000, ge=1, le=100_000)
-    reconnect_interval: Duration = 0.5
+    reconnect_interval: PositiveDuration = 0.5
     max_reconnect_interval: Duration = 10.0
     max_message_mib: float = Field(16, gt=0, le=1024)
     auth: BearerAuth | None = None  # a token samplers send and the analyzer requires
@@ -402,8 +385,6 @@ class FleetConfig(Model):
 
     @model_validator(mode="after")
     def _intervals(self) -> FleetConfig:
-        if self.report_interval <= 0 or self.reconnect_interval <= 0:
-            raise ValueError("report_interval and reconnect_interval must be positive")
         if self.reconnect_interval > self.max_reconnect_interval:
             raise ValueError("reconnect_interval must not exceed max_reconnect_interval")
         return self
@@ -424,14 +405,12 @@ class MemoryLimiterConfig(Model):
     enabled: bool = True
     limit_mib: float = Field(1024, gt=0)
     spike_limit_mib: float = Field(256, ge=0)
-    check_interval: Duration = 1.0
+    check_interval: PositiveDuration = 1.0
 
     @model_validator(mode="after")
     def _spike_below_limit(self) -> MemoryLimiterConfig:
         if self.spike_limit_mib >= self.limit_mib:
             raise ValueError("spike_limit_mib must be below limit_mib")
-        if self.check_interval <= 0:
-            raise ValueError("check_interval must be positive")
         return self
 
 

@@ -143,3 +143,24 @@ def test_durations(text: object, seconds: float) -> None:
 def test_bad_durations(text: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("receivers: {grpc: {handshake_timeout: 0s}}", "receivers.grpc.handshake_timeout"),
+        ("receivers: {http: {header_timeout: 0s}}", "receivers.http.header_timeout"),
+        ("receivers: {http: {idle_timeout: 0s}}", "receivers.http.idle_timeout"),
+        ("exporters: [{type: debug, queue: {fsync_interval: 0s}}]", "exporters[0].queue.fsync_interval"),
+        ("analysis: {interval: 0s}", "analysis.interval"),
+        ("fleet: {report_interval: 0s}", "fleet.report_interval"),
+        ("fleet: {reconnect_interval: 0s}", "fleet.reconnect_interval"),
+        ("memory_limiter: {check_interval: 0s}", "memory_limiter.check_interval"),
+    ],
+)
+def test_intervals_and_timeouts_must_be_positive(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path, environ={})
+    assert str(error.value) == f"{path}: {key}: must be positive (got '0s')"

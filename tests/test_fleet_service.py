@@ -284,7 +284,9 @@ def test_admin_views_of_a_sampler_and_the_analyzer(tmp_path: Path) -> None:
             view = sampler.patterns_view(5)  # its open window: nothing reported yet
             assert view["total_patterns"] > 5 and view["fleet"]["sampler_id"] == "s1"
             for pattern in view["patterns"]:
-                rates, sources = sampler.sampler.resolve(pattern["service"], pattern["id"], pattern["template"])
+                rates, sources = sampler.sampler.resolve(
+                    pattern["service"], pattern["id"], pattern["template"]
+                )
                 level = max(
                     range(4), key=lambda n: pattern["counts"].get(["TRACE", "DEBUG", "INFO", "WARN"][n], 0)
                 )
@@ -393,7 +395,7 @@ def test_bad_messages_get_invalid_argument_naming_the_problem(tmp_path: Path) ->
             {"reconnect_interval": "5s", "max_reconnect_interval": "1s"},
             "must not exceed max_reconnect_interval",
         ),
-        ({"report_interval": 0}, "report_interval and reconnect_interval must be positive"),
+        ({"report_interval": 0}, "fleet.report_interval: must be positive"),
         (
             {"max_patterns_per_report": 0},
             "fleet.max_patterns_per_report: Input should be greater than or equal to 1",
