@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -20,11 +21,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
+    SerializeAsAny,
     ValidationError,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
 
@@ -266,10 +270,29 @@ class PatternsConfig(Model):
 
 
 class ExporterBase(Model):
-    name: str | None = None
+    """What every exporter entry has. A subclass names its type as `type: Literal["<name>"]` and is
+    added with `register_exporter`."""
+
+    type: str
+    name: str = ""  # unnamed: its type (ProxyConfig names a second unnamed one of a type `type/<index>`)
     timeout: Duration = 10.0
     retry: RetrySettings = RetrySettings()
     queue: QueueSettings = QueueSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named_after_type(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("name") and isinstance(data.get("type"), str):
+            return {**data, "name": data["type"]}
+        return data
+
+    @classmethod
+    def type_name(cls) -> str:
+        """The name its `type` Literal gives it."""
+        names = get_args(cls.model_fields["type"].annotation)
+        if len(names) != 1 or not isinstance(names[0], str):
+            raise TypeError(f"{cls.__name__}.type must be a Literal of one name")
+        return names[0]
 
 
 class OtlpGrpcExporterConfig(ExporterBase):
@@ -317,10 +340,54 @@ class DebugExporterConfig(ExporterBase):
     stream: Literal["stdout", "stderr"] = "stdout"
 
 
-ExporterConfig = Annotated[
-    OtlpGrpcExporterConfig | OtlpHttpExporterConfig | PosthogExporterConfig | DebugExporterConfig,
-    Field(discriminator="type"),
-]
+@dataclass(frozen=True, slots=True)
+class ExporterType:
+    """A registered exporter type: its config model, and its factory named as `module:attribute` (config
+    sits below the exporters, which import it) and called as `factory(config, environ)` by
+    `exporters.build_exporter`."""
+
+    model: type[ExporterBase]
+    factory: str
+
+
+EXPORTER_TYPES: dict[str, ExporterType] = {}
+"""Type name -> ExporterType: which `exporters` entries config accepts, the known types its message
+lists, and what the proxy builds. Adding an exporter type is one `register_exporter` call."""
+
+
+def register_exporter(model: type[ExporterBase], factory: str) -> None:
+    name = model.type_name()
+    if name in EXPORTER_TYPES:
+        raise ValueError(f"exporter type {name!r} is registered twice")
+    module, _, attribute = factory.partition(":")
+    if not module or not attribute:
+        raise ValueError(f"exporter type {name!r}: factory {factory!r} is not module:attribute")
+    EXPORTER_TYPES[name] = ExporterType(model, factory)
+
+
+def _exporter_entry(value: Any) -> ExporterBase:
+    """One `exporters` entry, validated by the model of the type it names."""
+    if isinstance(value, ExporterBase):
+        return value
+    types = {"types": ", ".join(EXPORTER_TYPES)}
+    if not isinstance(value, dict):
+        raise PydanticCustomError("exporter_entry", "must be a mapping with a type, one of {types}", types)
+    kind = value.get("type")
+    registered = EXPORTER_TYPES.get(kind) if isinstance(kind, str) else None
+    if registered is None:
+        got = f" (got {kind!r})" if kind is not None else ""
+        raise PydanticCustomError("exporter_type", "type must be one of {types}{got}", {**types, "got": got})
+    return registered.model.model_validate(value)
+
+
+ExporterConfig = Annotated[SerializeAsAny[ExporterBase], PlainValidator(_exporter_entry)]
+
+register_exporter(OtlpGrpcExporterConfig, "lipservice_proxy.exporters.otlp_grpc:OtlpGrpcExporter.from_config")
+register_exporter(OtlpHttpExporterConfig, "lipservice_proxy.exporters.otlp_http:OtlpHttpExporter.from_config")
+register_exporter(
+    PosthogExporterConfig, "lipservice_proxy.exporters.posthog:PosthogExporter.from_environment"
+)
+register_exporter(DebugExporterConfig, "lipservice_proxy.exporters.debug:DebugExporter.from_config")
 
 
 class PassthroughConfig(Model):
@@ -431,12 +498,31 @@ class ProxyConfig(Model):
     logging: LoggingConfig = LoggingConfig()
     fleet: FleetConfig = FleetConfig()
 
+    @field_validator("exporters", mode="before")
+    @classmethod
+    def _number_unnamed_exporters(cls, entries: Any) -> Any:
+        """An unnamed exporter whose type an earlier exporter goes by is named `type/<index>`."""
+        if not isinstance(entries, list):
+            return entries
+        numbered: list[Any] = []
+        seen: set[str] = set()
+        for index, entry in enumerate(entries):
+            if isinstance(entry, dict):
+                kind, name = entry.get("type"), entry.get("name")
+                if not name and isinstance(kind, str) and kind in seen:
+                    entry = {**entry, "name": f"{kind}/{index}"}
+                named = entry.get("name") or kind
+            else:
+                named = getattr(entry, "name", None)
+            if isinstance(named, str):
+                seen.add(named)
+            numbered.append(entry)
+        return numbered
+
     @model_validator(mode="after")
     def _unique_exporter_names(self) -> ProxyConfig:
         seen: set[str] = set()
         for index, exporter in enumerate(self.exporters):
-            if exporter.name is None:
-                exporter.name = exporter.type if exporter.type not in seen else f"{exporter.type}/{index}"
             if exporter.name in seen:
                 raise ValueError(f"exporters[{index}].name {exporter.name!r} is used twice")
             seen.add(exporter.name)
@@ -450,18 +536,9 @@ SECTIONS = tuple(ProxyConfig.model_fields)
 
 
 def _format_location(loc: tuple[int | str, ...]) -> str:
-    parts: list[str] = []
-    previous_was_index = False
-    for item in loc:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-            previous_was_index = True
-            continue
-        if previous_was_index and item in {"otlp_grpc", "otlp_http", "posthog", "debug"}:
-            previous_was_index = False
-            continue  # pydantic repeats the union tag; the index already names the item
-        parts.append(("." if parts else "") + str(item))
-        previous_was_index = False
+    parts = [
+        f"[{item}]" if isinstance(item, int) else ("." if i else "") + str(item) for i, item in enumerate(loc)
+    ]
     return "".join(parts) or "(top level)"
 
 
@@ -484,8 +561,6 @@ def format_validation_error(
         message = detail["msg"].removeprefix("Value error, ")
         if detail["type"] == "extra_forbidden":
             message = "unknown key"
-        elif detail["type"] == "union_tag_invalid":
-            message = "type must be one of otlp_grpc, otlp_http, posthog, debug"
         got = detail.get("input")
         shown = got is not None and not isinstance(got, dict | list) and repr(got) not in message
         suffix = f" (got {got!r})" if shown else ""

@@ -89,7 +89,11 @@ def test_env_overrides_nested_keys_and_list_items(tmp_path: Path) -> None:
             "receivers.grpc.max_recv_msg_size_mib: Input should be",
         ),
         ("receivers: {http: {endpoint: 'nohost'}}", "receivers.http.endpoint: 'nohost' is not host:port"),
-        ("exporters: [{type: kafka}]", "exporters[0]: type must be one of"),
+        (
+            "exporters: [{type: kafka}]",
+            "exporters[0]: type must be one of otlp_grpc, otlp_http, posthog, debug (got",
+        ),
+        ("exporters: [debug]", "exporters[0]: must be a mapping with a type, one of otlp_grpc"),
         ("exporters: [{type: otlp_grpc}]", "exporters[0].endpoint: Field required"),
         ("exporters: [{type: otlp_http, endpoint: 'backend:4318'}]", "exporters[0].endpoint: must be a URL"),
         ("analysis: {interval: 5 minutes}", "analysis.interval: '5 minutes' is not a duration"),
