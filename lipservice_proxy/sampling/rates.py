@@ -12,7 +12,7 @@ whether a pattern rule is involved all derive from it, here and nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -107,13 +107,16 @@ def busiest_sampled_level(counts: Sequence[int]) -> int:
 
 
 class _RuleIndex:
-    def __init__(self, rules: list[PatternRule]) -> None:
-        self.by_id = {rule.id: rule for rule in rules if rule.id is not None}
-        self.by_template = {rule.template: rule for rule in rules if rule.template}
+    """Pattern rules by id and by template, each with its rate and the RateSource naming it."""
 
-    def find(self, pattern_id: str, template: str) -> PatternRule | None:
-        rule = self.by_id.get(pattern_id)
-        return rule if rule is not None else self.by_template.get(template)
+    def __init__(self, rules: list[PatternRule], source: Callable[[PatternRule], RateSource]) -> None:
+        found = [(rule, (rule.rate, source(rule))) for rule in rules]
+        self.by_id = {rule.id: entry for rule, entry in found if rule.id is not None}
+        self.by_template = {rule.template: entry for rule, entry in found if rule.template}
+
+    def find(self, pattern_id: str, template: str) -> tuple[float, RateSource] | None:
+        entry = self.by_id.get(pattern_id)
+        return entry if entry is not None else self.by_template.get(template)
 
 
 class _Override:
@@ -121,7 +124,9 @@ class _Override:
 
     def __init__(self, service: str, override: ServiceOverride) -> None:
         self.severity_rates = override.severity_rates
-        self.rules = _RuleIndex(override.patterns)
+        self.rules = _RuleIndex(
+            override.patterns, lambda rule: RateSource(RateKind.SERVICE_PATTERN, service, rule)
+        )
         self.severity_source = RateSource(RateKind.SERVICE_SEVERITY, service)
 
 
@@ -130,7 +135,7 @@ class RateTable:
 
     def __init__(self, policy: Policy) -> None:
         self._policy = policy
-        self._patterns = _RuleIndex(policy.patterns)
+        self._patterns = _RuleIndex(policy.patterns, lambda rule: RateSource(RateKind.PATTERN, rule=rule))
         self._services = {name: _Override(name, override) for name, override in policy.services.items()}
 
     def resolve(self, service: str, pattern_id: str, template: str) -> Resolved:
@@ -140,22 +145,17 @@ class RateTable:
         override = self._services.get(service)
         service_rule = override.rules.find(pattern_id, template) if override else None
         pattern_rule = self._patterns.find(pattern_id, template)
-        # the pattern rule that applies wherever a pattern rule wins: the service's, else the policy's
-        by_rule = (
-            RateSource(RateKind.SERVICE_PATTERN, service, service_rule)
-            if service_rule is not None
-            else RateSource(RateKind.PATTERN, rule=pattern_rule)
-        )
         for level, name in enumerate(SEVERITY_NAMES):
+            rate: float
             source: RateSource
             if level >= ERROR:
                 rate, source = 1.0, PROTECTED
             elif service_rule is not None:
-                rate, source = service_rule.rate, by_rule
+                rate, source = service_rule
             elif override is not None and name in override.severity_rates:
                 rate, source = override.severity_rates[name], override.severity_source  # type: ignore[index]
             elif pattern_rule is not None:
-                rate, source = pattern_rule.rate, by_rule
+                rate, source = pattern_rule
             elif name in self._policy.severity_rates:
                 rate, source = self._policy.severity_rates[name], _SEVERITY  # type: ignore[index]
             else:
