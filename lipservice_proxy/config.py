@@ -122,7 +122,7 @@ class RetrySettings(Model):
     """Exponential backoff with jitter inside a deadline; a hint (Retry-After, RetryInfo) is its floor."""
 
     enabled: bool = True
-    initial_interval: Duration = 1.0
+    initial_interval: PositiveDuration = 1.0
     max_interval: Duration = 30.0
     max_elapsed: Duration = 300.0
     multiplier: float = Field(1.5, ge=1.0)
@@ -213,7 +213,7 @@ class HttpReceiverConfig(Model):
     enabled: bool = True
     endpoint: ListenEndpoint = "127.0.0.1:4318"
     max_request_body_mib: float = Field(20, gt=0, le=1024)
-    read_timeout: Duration = 30.0
+    read_timeout: PositiveDuration = 30.0
     # Request line and headers must arrive within this (from the connection's start or the next
     # request's first byte), else the connection is closed: a client dripping headers holds nothing.
     header_timeout: PositiveDuration = 10.0
@@ -250,7 +250,7 @@ class SamplerConfig(Model):
     policy_file: Path = Path("policies/default.yaml")
     always_keep_min_severity: SeverityName = "ERROR"
     dry_run: bool = False
-    reload_interval: Duration = 1.0
+    reload_interval: PositiveDuration = 1.0
     summaries: bool = True  # send each open tail's lipservice.count as a summary record
 
     @field_validator("always_keep_min_severity", mode="before")
@@ -263,7 +263,7 @@ class PatternsConfig(Model):
     max_templates: int = Field(10_000, ge=16)
     cache_size: int = Field(100_000, ge=16)
     state_file: Path | None = None
-    save_interval: Duration = 60.0
+    save_interval: PositiveDuration = 60.0
 
 
 # ---- exporters ----
@@ -275,7 +275,7 @@ class ExporterBase(Model):
 
     type: str
     name: str = ""  # unnamed: its type (ProxyConfig names a second unnamed one of a type `type/<index>`)
-    timeout: Duration = 10.0
+    timeout: PositiveDuration = 10.0
     retry: RetrySettings = RetrySettings()
     queue: QueueSettings = QueueSettings()
 
@@ -396,7 +396,7 @@ class PassthroughConfig(Model):
     traces: str | None = None
     metrics: str | None = None
     headers: dict[str, str] = {}
-    timeout: Duration = 10.0
+    timeout: PositiveDuration = 10.0
     tls: ClientTLS = ClientTLS()
 
 
@@ -407,7 +407,7 @@ class LlmConfig(Model):
     model: str = "gpt-4o-mini"
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
-    timeout: Duration = 30.0
+    timeout: PositiveDuration = 30.0
     max_retries: int = Field(2, ge=0, le=10)
     max_calls_per_hour: int = Field(12, ge=1)
     max_tokens_per_hour: int = Field(200_000, ge=1000)
@@ -439,7 +439,7 @@ class FleetConfig(Model):
     sampler_id: str | None = Field(None, min_length=1, max_length=253)  # default: the host (pod) name
     max_patterns_per_report: int = Field(2000, ge=1, le=100_000)
     reconnect_interval: PositiveDuration = 0.5
-    max_reconnect_interval: Duration = 10.0
+    max_reconnect_interval: PositiveDuration = 10.0
     max_message_mib: float = Field(16, gt=0, le=1024)
     auth: BearerAuth | None = None  # a token samplers send and the analyzer requires
 

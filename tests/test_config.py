@@ -160,6 +160,14 @@ def test_bad_durations(text: object) -> None:
         ("fleet: {report_interval: 0s}", "fleet.report_interval"),
         ("fleet: {reconnect_interval: 0s}", "fleet.reconnect_interval"),
         ("memory_limiter: {check_interval: 0s}", "memory_limiter.check_interval"),
+        ("sampler: {reload_interval: 0s}", "sampler.reload_interval"),
+        ("patterns: {save_interval: 0s}", "patterns.save_interval"),
+        ("receivers: {http: {read_timeout: 0s}}", "receivers.http.read_timeout"),
+        ("exporters: [{type: debug, timeout: 0s}]", "exporters[0].timeout"),
+        ("exporters: [{type: debug, retry: {initial_interval: 0s}}]", "exporters[0].retry.initial_interval"),
+        ("passthrough: {timeout: 0s}", "passthrough.timeout"),
+        ("analysis: {llm: {timeout: 0s}}", "analysis.llm.timeout"),
+        ("fleet: {max_reconnect_interval: 0s}", "fleet.max_reconnect_interval"),
     ],
 )
 def test_intervals_and_timeouts_must_be_positive(tmp_path: Path, text: str, key: str) -> None:
