@@ -175,10 +175,12 @@ def _cost_section(summary: Mapping[str, Any]) -> str:
         "</tr>"
         for name in ("received", "kept", "saved")
     )
+    window = float(cost["window_seconds"])
+    rough = "; under 10 min of traffic, a rough figure" if window < 600 else ""
     return (
         "<h2>Cost</h2>"
-        f"<p class='muted'>Projected from the bytes of the last {_e(_duration(cost['window_seconds']))} "
-        f"at {_e(format(cost['price_per_gib'], 'g'))} per GiB (a month is 30 days).</p>"
+        f"<p class='muted'>Projected from the bytes of the last {_e(_duration(window))} "
+        f"at {_e(format(cost['price_per_gib'], 'g'))} per GiB (a month is 30 days{rough}).</p>"
         "<table id='cost'><tr><th></th><th>GiB per day</th><th>per day</th><th>per month</th></tr>"
         f"{rows}</table>"
     )

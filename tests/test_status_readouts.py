@@ -24,6 +24,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from lipservice_proxy.analysis.anomalies import NEW_PATTERN
 from lipservice_proxy.analysis.loop import iso_time
 from lipservice_proxy.config import ProxyConfig
+from lipservice_proxy.fleet.analyzer import Analyzer
 from lipservice_proxy.readouts import GIB, cost_projection
 from lipservice_proxy.sampling.decision import BatchOutcome, PatternTally
 from lipservice_proxy.service import Proxy
@@ -31,7 +32,10 @@ from lipservice_proxy.status_page import render_status_page
 from lipservice_proxy.timeline import OTHER_SERVICES, Bucket, Timeline
 
 from .support.proxy import loopback_config
+from .support.sink import OtlpSink
+from .support.waiting import async_wait_until
 from .test_analysis_llm import logs_request, run
+from .test_fleet_service import analyzer_config, received_by, running, sampler_config, write_policy
 from .test_status_page import SCREENSHOTS, XSS_BODY, run_chromium
 
 
@@ -187,7 +191,7 @@ async def post(proxy: Proxy, request: ExportLogsServiceRequest) -> None:
         assert response.status == 200, await response.text()
 
 
-async def admin_get(proxy: Proxy, path: str) -> tuple[int, bytes]:
+async def admin_get(proxy: Proxy | Analyzer, path: str) -> tuple[int, bytes]:
     async with (
         aiohttp.ClientSession() as session,
         session.get(f"http://127.0.0.1:{proxy.ports['admin']}{path}") as response,
@@ -195,7 +199,7 @@ async def admin_get(proxy: Proxy, path: str) -> tuple[int, bytes]:
         return response.status, await response.read()
 
 
-async def summary(proxy: Proxy, query: str = "") -> dict[str, Any]:
+async def summary(proxy: Proxy | Analyzer, query: str = "") -> dict[str, Any]:
     status, body = await admin_get(proxy, "/api/v1/summary" + query)
     assert status == 200, body
     result: dict[str, Any] = orjson.loads(body)
@@ -315,6 +319,34 @@ def test_the_last_hours_anomalies_come_with_their_boosts(tmp_path: Path) -> None
         table = re.search(rb"<table id='anomalies'>(.*?)</table>", page, re.S)
         assert table is not None and b"new_pattern" in table.group(1) and b"linux" in table.group(1)
         assert b"(running)" in table.group(1) and pattern_id.encode() in table.group(1)
+
+    run(scenario)
+
+
+def test_a_fleets_analyzer_breaks_the_samplers_reports_down_by_service(tmp_path: Path) -> None:
+    write_policy(tmp_path / "analyzer" / "operator.yaml", 2)
+
+    async def scenario() -> None:
+        async with (
+            OtlpSink() as sink,
+            running(Analyzer(analyzer_config(tmp_path / "analyzer"))) as analyzer,
+        ):
+            config = sampler_config(tmp_path, analyzer.ports["fleet"], sink, "s1")
+            async with running(Proxy(config, role="sampler")) as sampler:
+                await post(sampler, logs_request(WEB_INFO + WEB_ERRORS, service="web"))
+                await post(sampler, logs_request(BILLING, service="billing"))
+                await async_wait_until(lambda: received_by(analyzer) == 345, what="the sampler's report")
+                local, fleet = await summary(sampler), await summary(analyzer)
+
+        def counts(view: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
+            return {
+                row["service"]: (row["received"], row["kept"], row["dropped"]) for row in view["services"]
+            }
+
+        assert counts(fleet) == counts(local) and counts(local)["web"][0] == 305
+        assert sum(row["bytes_received"] for row in local["services"]) > 0
+        assert all(row["bytes_received"] == 0 for row in fleet["services"])  # reports carry no sizes
+        assert fleet["anomalies"] == [] and local["anomalies"] == []
 
     run(scenario)
 
