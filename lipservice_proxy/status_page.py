@@ -18,6 +18,7 @@ from .timeline import Bucket
 
 CHART_WIDTH, CHART_HEIGHT = 720, 180
 SPARK_WIDTH, SPARK_HEIGHT = 120, 24
+PAGE_ANOMALIES = 50  # rows on the page; /api/v1/summary has them all
 _PAD_LEFT, _PAD_RIGHT, _PAD_TOP, _PAD_BOTTOM = 56, 8, 10, 22
 _KEPT_COLOUR, _DROPPED_COLOUR = "#2a9d8f", "#c9ced6"
 
@@ -64,7 +65,9 @@ def _size(nbytes: int) -> str:
 class _StackedSteps:
     """Kept (bottom) and dropped (top) records as two polygons of steps in a box, scaled to the peak."""
 
-    def __init__(self, kept: Sequence[int], dropped: Sequence[int], box: tuple[float, float, float, float]):
+    def __init__(
+        self, kept: Sequence[int], dropped: Sequence[int], box: tuple[float, float, float, float]
+    ) -> None:
         self.kept = list(kept)
         self.total = [k + d for k, d in zip(kept, dropped, strict=True)]
         self.peak = max(self.total, default=0) or 1
@@ -213,7 +216,7 @@ def _services_section(summary: Mapping[str, Any]) -> str:
 def _boost_text(boost: Mapping[str, Any] | None) -> str:
     if boost is None:
         return "declined: the boost budget (anomaly_boost.max_share) was spent"
-    state = "running" if boost.get("running") else "ended"
+    state = "running" if boost.get("running") else "no longer running"
     return f"rate {format(float(boost['rate']), 'g')} until {boost['until']} ({state})"
 
 
@@ -222,7 +225,7 @@ def _anomalies_section(summary: Mapping[str, Any]) -> str:
     if not anomalies:
         return "<h2>Anomalies <span class='muted'>(last hour)</span></h2><p class='muted'>None.</p>"
     rows = []
-    for a in anomalies:
+    for a in anomalies[:PAGE_ANOMALIES]:
         patterns = list(a.get("patterns", []))
         shown = ", ".join(str(p) for p in patterns[:3]) + (
             f" and {len(patterns) - 3} more" if len(patterns) > 3 else ""
@@ -232,10 +235,12 @@ def _anomalies_section(summary: Mapping[str, Any]) -> str:
             f"<td>{_e(a.get('service', ''))}</td><td><code>{_e(shown)}</code></td>"
             f"<td>{_e(a.get('message', ''))}</td><td>{_e(_boost_text(a.get('boost')))}</td></tr>"
         )
+    more = len(anomalies) - len(rows)
+    more_html = f"<p class='muted'>{more} older ones in <a href='/api/v1/summary'>the summary</a>.</p>"
     return (
         f"<h2>Anomalies <span class='muted'>(last hour: {len(anomalies)})</span></h2>"
         "<table id='anomalies'><tr><th>detected at</th><th>kind</th><th>service</th><th>patterns</th>"
-        f"<th>what</th><th>boost</th></tr>{''.join(rows)}</table>"
+        f"<th>what</th><th>boost</th></tr>{''.join(rows)}</table>{more_html if more else ''}"
     )
 
 

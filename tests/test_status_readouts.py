@@ -147,6 +147,27 @@ def test_the_read_outs_escape_what_comes_from_logs() -> None:
     assert "declined" in page and "50.0%" in page
 
 
+def test_the_page_lists_the_newest_anomalies_and_points_to_the_rest() -> None:
+    anomalies = [
+        {"kind": "spike", "service": "web", "patterns": [f"p{i}", "q", "r", "s"], "message": f"m{i}"}
+        | {"boost": {"rate": 1.0, "until": "later", "running": i % 2 == 0}}
+        for i in range(60)
+    ]
+    page = render_status_page(
+        ready=True,
+        policy_view={"current": {}},
+        patterns_view={"patterns": []},
+        points=[Bucket(0.0)],
+        totals=Bucket(0.0),
+        step=5.0,
+        summary={"anomalies": anomalies},
+    )
+    table = re.search(r"<table id='anomalies'>(.*?)</table>", page)
+    assert table is not None and table.group(1).count("<tr>") == 1 + 50
+    assert "(last hour: 60)" in page and "10 older ones" in page
+    assert "p0, q, r and 1 more" in page and "(no longer running)" in page
+
+
 # ---- a real proxy ----
 
 OPERATOR_POLICY = {  # exact outcomes: web's INFO all dropped, billing's all kept, ERROR always kept
