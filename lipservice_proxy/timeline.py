@@ -52,8 +52,8 @@ class VolumeBucket:
         default_factory=dict
     )  # (service, id) -> [kept, dropped]
     untracked: list[int] = field(default_factory=lambda: [0, 0])  # [kept, dropped] past max_patterns
-    # service -> [received, kept, bytes received, bytes kept]; records are the valid ones (the
-    # sampler's patterns), bytes are serialized sizes as the tiles count them
+    # service -> [received, kept, bytes received, bytes kept]: records as BatchOutcome.records counts
+    # them (the valid ones), bytes as the tiles count them (serialized sizes)
     services: dict[str, list[int]] = field(default_factory=dict)
 
 
@@ -151,37 +151,36 @@ class Timeline:
         bucket.dropped += outcome.dropped
         bucket.rejected += outcome.rejected
         minute = self._volume.at(now)
-        services = minute.services
-        for service, (received, kept) in outcome.bytes.items():
-            bucket.bytes_received += received
-            bucket.bytes_kept += kept
-            counts = self._service_counts(services, service)
-            counts[2] += received
-            counts[3] += kept
         patterns = minute.patterns
         for (service, pattern_id, _), tally in outcome.patterns.items():
             key = (service, pattern_id)
             counts = patterns.get(key)
             if counts is None:
-                if len(patterns) >= self.max_patterns:
-                    counts = minute.untracked
-                else:
-                    counts = patterns[key] = [0, 0]
-            counts[0] += tally.kept
-            counts[1] += tally.received - tally.kept
-            service_counts = self._service_counts(services, service)
-            service_counts[0] += tally.received
-            service_counts[1] += tally.kept
+                counts = (
+                    minute.untracked
+                    if len(patterns) >= self.max_patterns
+                    else patterns.setdefault(key, [0, 0])
+                )
+            kept = tally.kept
+            counts[0] += kept
+            counts[1] += tally.received - kept
+        services = minute.services
+        for (service, _), (received, kept) in outcome.records.items():  # per severity: fewer than patterns
+            counts = services.get(service) or self._service_counts(services, service)
+            counts[0] += received
+            counts[1] += kept
+        for service, (received, kept) in outcome.bytes.items():
+            bucket.bytes_received += received
+            bucket.bytes_kept += kept
+            counts = services.get(service) or self._service_counts(services, service)
+            counts[2] += received
+            counts[3] += kept
 
     def _service_counts(self, services: dict[str, list[int]], service: str) -> list[int]:
-        counts = services.get(service)
-        if counts is None:
-            if len(services) >= self.max_services:
-                service = OTHER_SERVICES
-                counts = services.get(service)
-            if counts is None:
-                counts = services[service] = [0, 0, 0, 0]
-        return counts
+        """A service's new counts, or those of OTHER_SERVICES once the minute holds `max_services`."""
+        if len(services) >= self.max_services:
+            service = OTHER_SERVICES
+        return services.setdefault(service, [0, 0, 0, 0])
 
     def points(self, now: float, min_buckets: int = 12) -> list[Bucket]:
         """Totals per step from the oldest held (at least `min_buckets` back, at most `capacity`) up to

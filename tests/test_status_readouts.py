@@ -46,6 +46,9 @@ def batch(*tallies: tuple[str, str, str, int, int], size: dict[str, list[int]] |
         outcome.patterns[(service, pattern_id, severity)] = PatternTally(
             f"template {pattern_id}", received=received, kept=kept
         )
+        totals = outcome.records.setdefault((service, severity), [0, 0])  # as the sampler sums them
+        totals[0] += received
+        totals[1] += kept
         outcome.received += received
         outcome.kept += kept
     outcome.bytes.update(size or {})
