@@ -1,5 +1,5 @@
 """The admin server (:8888): the status page at /, /metrics, /healthz, /readyz and the JSON API under
-/api/v1.
+/api/v1 (the page's read-outs, readouts.py, at /api/v1/summary).
 
 It only reads: every answer comes from the `AdminSource` it is handed (the running proxy), plus the
 archived policies of `policy_history`. With `admin.auth` set, everything but the probes needs the token.
@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from .auth import BearerAuthenticator
 from .config import AdminConfig, host_port
 from .listen import listen_error
+from .readouts import summary_view
 from .status_page import render_status_page
 from .timeline import Timeline
 
@@ -43,6 +44,10 @@ class AdminSource(Protocol):
     def policy_view(self) -> dict[str, Any]: ...
 
     def patterns_view(self, limit: int) -> dict[str, Any]: ...
+
+    def anomalies_view(self) -> list[dict[str, Any]]:
+        """The anomalies of the last hour with their boosts, newest first."""
+        ...
 
 
 def policy_summary(path: Path) -> dict[str, Any]:
@@ -124,6 +129,7 @@ class AdminServer:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/api/v1/policy", self._policy)
         app.router.add_get("/api/v1/patterns", self._patterns)
+        app.router.add_get("/api/v1/summary", self._summary)
         app.router.add_routes(self._extra_routes)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -181,18 +187,44 @@ class AdminServer:
             return json_response({"error": "limit must be an integer"}, status=400)
         return json_response(self._source.patterns_view(limit))
 
+    async def _summary(self, request: web.Request) -> web.Response:
+        try:
+            limit = max(1, min(int(request.query.get("patterns", str(STATUS_PAGE_PATTERNS))), 1000))
+        except ValueError:
+            return json_response({"error": "patterns must be an integer"}, status=400)
+        return json_response(self._summary_view(time.time(), pattern_limit=limit))
+
+    def _summary_view(
+        self,
+        now: float,
+        *,
+        pattern_keys: list[tuple[str, str]] | None = None,
+        pattern_limit: int = STATUS_PAGE_PATTERNS,
+    ) -> dict[str, Any]:
+        return summary_view(
+            self._source.timeline,
+            now,
+            price_per_gib=self._config.price_per_gib,
+            anomalies=self._source.anomalies_view(),
+            pattern_keys=pattern_keys,
+            pattern_limit=pattern_limit,
+        )
+
     async def _status_page(self, request: web.Request) -> web.Response:
         timeline = self._source.timeline
         now = time.time()
         policy_view = self._source.policy_view()
+        patterns_view = self._source.patterns_view(STATUS_PAGE_PATTERNS)
+        rows = [(p.get("service", ""), p.get("id", "")) for p in patterns_view.get("patterns", [])]
         page = render_status_page(
             ready=self._source.ready,
             policy_view=policy_view,
-            patterns_view=self._source.patterns_view(STATUS_PAGE_PATTERNS),
+            patterns_view=patterns_view,
             points=timeline.points(now),
-            totals=timeline.totals(),
+            totals=timeline.totals(now),
             step=timeline.step,
             now=now,
+            summary=self._summary_view(now, pattern_keys=rows),
         )
         response = web.Response(text=page, content_type="text/html", charset="utf-8")
         # the page shows log templates: no script may run, no other origin may frame it

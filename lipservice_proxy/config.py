@@ -464,6 +464,8 @@ class AdminConfig(Model):
     enabled: bool = True
     endpoint: ListenEndpoint = "127.0.0.1:8888"
     auth: BearerAuth | None = None
+    # what one GiB of log data costs downstream, in any currency: the status page projects costs with it
+    price_per_gib: float | None = Field(None, ge=0, allow_inf_nan=False)
 
 
 class MemoryLimiterConfig(Model):

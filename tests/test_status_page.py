@@ -69,7 +69,7 @@ def test_timeline_holds_at_most_capacity_buckets_whatever_the_traffic() -> None:
     timeline = Timeline(step=1.0, capacity=60)
     for second in range(10_000):
         timeline.observe(outcome(1, 1), now=float(second))
-    assert len(timeline._buckets) == 60
+    assert len(timeline._totals) == 60
     points = timeline.points(now=9_999.5)
     assert len(points) == 60 and points[0].start == 9_940.0 and points[-1].start == 9_999.0
     assert timeline.totals().received == 120  # only what the ring holds
@@ -81,7 +81,7 @@ def test_a_clock_that_steps_back_adds_to_the_newest_bucket() -> None:
     timeline = Timeline(step=5.0, capacity=10)
     timeline.observe(outcome(1, 0), now=100.0)
     timeline.observe(outcome(2, 0), now=50.0)
-    assert [(b.start, b.kept) for b in timeline._buckets] == [(100.0, 3)]
+    assert [(b.start, b.kept) for b in timeline._totals] == [(100.0, 3)]
 
 
 # ---- policy history and reasons ----

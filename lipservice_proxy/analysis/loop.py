@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -48,6 +49,9 @@ if TYPE_CHECKING:
     from .llm import LlmAdvisor
 
 log = logging.getLogger(__name__)
+
+RECENT_ANOMALIES_SECONDS = 3600.0  # what the status page lists: the last hour's anomalies
+MAX_RECENT_ANOMALIES = 1000  # at most, whatever a flood of new patterns flags
 
 
 class SamplerView(Protocol):
@@ -84,6 +88,15 @@ class RunResult:
             "noise": self.noise,
             "message": self.message,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class FlaggedAnomaly:
+    """An anomaly with the boost the budget granted its patterns when it was flagged (none: declined)."""
+
+    anomaly: Anomaly
+    boost_rate: float | None
+    boost_until: float | None
 
 
 class AnalysisLoop:
@@ -123,6 +136,7 @@ class AnalysisLoop:
             self._advisor = LlmAdvisor(config.llm, telemetry, environ, clock)
         self._anomalies: list[tuple[Anomaly, float]] = []  # with the time their boost ends
         self._granted: dict[str, BoostRequest] = {}  # the boosts the budget admitted, by pattern id
+        self._recent: deque[FlaggedAnomaly] = deque(maxlen=MAX_RECENT_ANOMALIES)  # oldest first
         self._families: dict[str, str] = {}  # pattern id -> family id, from the last pass
         self.last_result: RunResult | None = None
 
@@ -303,6 +317,14 @@ class AnalysisLoop:
                 (self._granted[p].until for p in anomaly.pattern_ids if p in self._granted), default=now
             )
             self._anomalies.append((anomaly, until))
+            granted = [self._granted[p] for p in anomaly.pattern_ids if p in self._granted]
+            self._recent.append(
+                FlaggedAnomaly(
+                    anomaly,
+                    max((r.rate for r in granted), default=None),
+                    max((r.until for r in granted), default=None),
+                )
+            )
             log.warning("anomaly %s in %s: %s", anomaly.kind, anomaly.service, anomaly.message)
         self._anomalies = [(a, end) for a, end in self._anomalies if end > now]
 
@@ -410,6 +432,28 @@ class AnalysisLoop:
             "boosts": boost_rows(boosts),
             "last_run": self.last_result.as_dict() if self.last_result else None,
         }
+
+    def recent_anomalies_view(self, window: float = RECENT_ANOMALIES_SECONDS) -> list[dict[str, Any]]:
+        """The anomalies flagged in the last `window` seconds, newest first, each with its boost: the
+        rate and deadline granted, and whether a boost still runs on any of its patterns."""
+        now = self._clock()
+        running = {boost.pattern_id for boost in self._sampler.boosts.active(now)}
+        flagged = []
+        for item in reversed(self._recent):
+            anomaly = item.anomaly
+            if anomaly.detected_at < now - window:
+                continue
+            boost = None
+            if item.boost_rate is not None and item.boost_until is not None:
+                boost = {
+                    "rate": item.boost_rate,
+                    "until": iso_time(item.boost_until),
+                    "running": any(p in running for p in anomaly.pattern_ids),
+                }
+            flagged.append(
+                {**anomaly.as_dict(), "detected_at": iso_time(anomaly.detected_at), "boost": boost}
+            )
+        return flagged
 
 
 def next_tick(tick: float, interval: float, now: float) -> float:

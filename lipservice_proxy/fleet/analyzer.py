@@ -170,6 +170,9 @@ class Analyzer:
     def patterns_view(self, limit: int) -> dict[str, Any]:
         return self.analysis.patterns_view(limit)
 
+    def anomalies_view(self) -> list[dict[str, Any]]:
+        return self.analysis.recent_anomalies_view()
+
     def fleet_view(self) -> dict[str, Any]:
         return {
             "role": "analyzer",
