@@ -75,8 +75,8 @@ Duration = Annotated[
 ]
 """Seconds; written in the file as 200ms, 30s, 5m, 1h or a bare number of seconds."""
 
-SEVERITY_NAMES = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 SeverityName = Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
+SEVERITY_NAMES: tuple[SeverityName, ...] = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 
 
 def _split_host_port(endpoint: str) -> tuple[str, int]:
@@ -444,7 +444,9 @@ class ProxyConfig(Model):
     receivers: ReceiversConfig = ReceiversConfig()
     sampler: SamplerConfig = SamplerConfig()
     patterns: PatternsConfig = PatternsConfig()
-    exporters: list[ExporterConfig] = Field(default_factory=lambda: [DebugExporterConfig(type="debug")])
+    exporters: list[ExporterConfig] = Field(
+        default_factory=lambda: list[ExporterConfig]([DebugExporterConfig(type="debug")])
+    )
     passthrough: PassthroughConfig = PassthroughConfig()
     analysis: AnalysisConfig = AnalysisConfig()
     admin: AdminConfig = AdminConfig()

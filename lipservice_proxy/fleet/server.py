@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -32,7 +33,10 @@ REPORT_METHOD = f"/{SERVICE}/ReportPatterns"
 WATCH_METHOD = f"/{SERVICE}/WatchPolicy"
 
 
-def _parse(message_type: type[Message], data: bytes) -> Message:
+M = TypeVar("M", bound=Message)
+
+
+def _parse(message_type: type[M], data: bytes) -> M:
     try:
         return message_type.FromString(data)
     except DecodeError as exc:
@@ -70,7 +74,7 @@ class PolicyServer:
         self.port = 0
 
     async def start(self) -> int:
-        handlers = {
+        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
             "ReportPatterns": grpc.unary_unary_rpc_method_handler(self._report),
             "WatchPolicy": grpc.unary_stream_rpc_method_handler(self._watch),
         }
@@ -101,14 +105,14 @@ class PolicyServer:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
         try:
             request = _parse(pb.ReportPatternsRequest, data)
-            report = report_outcome(request)  # type: ignore[arg-type]
+            report = report_outcome(request)
         except BadRequest as exc:
             self._telemetry.fleet_reports_received.labels("invalid").inc()
             log.warning("pattern report from %s refused: %s", context.peer(), exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         self._book.report(report, context.peer(), self._clock())
         self._telemetry.fleet_reports_received.labels("accepted").inc()
-        return pb.ReportPatternsResponse(accepted_patterns=len(request.patterns)).SerializeToString()  # type: ignore[attr-defined]
+        return pb.ReportPatternsResponse(accepted_patterns=len(request.patterns)).SerializeToString()
 
     async def _watch(self, data: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         if not self._authorized(context):
@@ -118,7 +122,7 @@ class PolicyServer:
         except BadRequest as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         peer = context.peer()
-        sampler_id = request.sampler_id[:MAX_SAMPLER_ID] or peer  # type: ignore[attr-defined]
+        sampler_id = request.sampler_id[:MAX_SAMPLER_ID] or peer
         self._book.stream_opened(sampler_id, peer)
         log.info("sampler %s (%s) watches the policy", sampler_id, peer)
         try:

@@ -48,11 +48,11 @@ class RateTable:
             elif service_rule is not None:
                 rate, rule = service_rule.rate, f"service:{service}:pattern"
             elif override is not None and name in override[0]:
-                rate, rule = override[0][name], f"service:{service}:severity"  # type: ignore[index]
+                rate, rule = override[0][name], f"service:{service}:severity"
             elif pattern_rule is not None:
                 rate, rule = pattern_rule.rate, "pattern"
             elif name in self._policy.severity_rates:
-                rate, rule = self._policy.severity_rates[name], "severity"  # type: ignore[index]
+                rate, rule = self._policy.severity_rates[name], "severity"
             else:
                 rate, rule = 1.0, "default"
             rates.append(rate)

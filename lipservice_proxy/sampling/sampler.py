@@ -72,12 +72,15 @@ Forward = tuple[LogRecord, "PatternState", float, int, PatternTally]
 
 
 class Pattern(Protocol):
-    id: str
-    template: str
+    # read-only: the engine hands out frozen patterns
+    @property
+    def id(self) -> str: ...
+    @property
+    def template(self) -> str: ...
 
 
 class PatternSource(Protocol):
-    def add_many(self, texts: Sequence[str]) -> list[Pattern]: ...
+    def add_many(self, texts: Sequence[str]) -> Sequence[Pattern]: ...
     def add_body(self, body: AnyValue) -> Pattern: ...
 
 
@@ -252,8 +255,8 @@ class Group:
         for rows, weight, before in self.kept:
             merged += zip(rows, itertools.repeat(weight), before or self.drops_before(rows), strict=False)
         merged.sort(key=_kept_index)
-        rows, weights, befores = zip(*merged, strict=True)
-        return rows, weights, befores
+        kept_rows, weights, befores = zip(*merged, strict=True)
+        return kept_rows, weights, befores
 
 
 class Sampler:
@@ -435,9 +438,8 @@ class Sampler:
                 level = _NUMBER_LEVELS[number]
             else:
                 severity_text = record.severity_text
-                level = level_of_text(severity_text) if severity_text else None
-                if level is None:
-                    level = state.body_level
+                text_level = level_of_text(severity_text) if severity_text else None
+                level = state.body_level if text_level is None else text_level
             levels = groups.get(state)
             if levels is None:
                 levels = groups[state] = [None] * N_LEVELS
@@ -536,15 +538,17 @@ class Sampler:
         if not group.kept:
             tail = old_tail + len(dropped)
         elif not dropped and not old_tail:  # nothing to carry: every kept record counts itself
-            for rows, weight, _ in group.kept:
-                forward += [(row[1], state, weight, 1, tally) for row in rows]
-                tally.counted += len(rows)
+            for run_rows, run_weight, _ in group.kept:
+                forward += [(row[1], state, run_weight, 1, tally) for row in run_rows]
+                tally.counted += len(run_rows)
             tail = 0
         else:
             runs = group.kept
-            if len(runs) == 1 and runs[0][2] is not None:  # the common case: the coin's winners
-                rows, weight, before = runs[0]
-                weights: Iterable[float] = itertools.repeat(weight)
+            rows: Sequence[Row]
+            weights: Iterable[float]
+            before: Sequence[int]
+            if len(runs) == 1 and (known_before := runs[0][2]) is not None:  # the coin's winners: common
+                rows, weights, before = runs[0][0], itertools.repeat(runs[0][1]), known_before
             else:
                 rows, weights, before = group.in_scope_order()
             if old_tail + len(dropped) < MAX_COUNT - len(rows):  # no count can reach the bound
@@ -619,7 +623,7 @@ class Sampler:
         self._n_states = sum(len(by_pattern) for by_pattern in self._states.values())
 
 
-def _kept_index(kept: tuple[Row, float]) -> int:
+def _kept_index(kept: tuple[Row, float, int]) -> int:
     return kept[0][0]
 
 
