@@ -154,7 +154,7 @@ class LlmAdvisor:
             try:
                 # messages, response format and tuning are plain dicts (the token limit's name is only
                 # known at run time), which the client's TypedDict overloads cannot take
-                return await self._client.chat.completions.create(  # type: ignore[call-overload]  # plain dicts
+                return await self._client.chat.completions.create(  # type: ignore[call-overload, no-any-return]  # dicts
                     model=self._config.model,
                     messages=messages,
                     response_format=RESPONSE_FORMAT,

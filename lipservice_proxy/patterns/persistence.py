@@ -18,7 +18,8 @@ import orjson
 
 from ..errors import PatternStoreError
 from ..files import write_atomically
-from .miner import Template, TemplateMiner
+from .miner import TemplateMiner
+from .template import Template
 
 FORMAT: Final = "lipservice-patterns"
 VERSION: Final = 2

@@ -328,8 +328,8 @@ class Sampler:
             if service_bytes is None:
                 service_bytes = outcome.bytes[service] = [0, 0]
             # Bytes in: the wire size when this is the request's only resource, else one C-level walk.
-            single = wire_size is not None and len(resources) == 1
-            service_bytes[0] += wire_size if single else resource_logs.ByteSize()  # type: ignore[operator]
+            known_size = wire_size if len(resources) == 1 else None
+            service_bytes[0] += known_size if known_size is not None else resource_logs.ByteSize()
             scopes = resource_logs.scope_logs
             empty_scopes: list[int] = []
             kept: list[Forward] = []
@@ -700,7 +700,7 @@ def toss(state: PatternState, group: Group, rate: float, reason: str) -> None:
         trace_id = row[2]
         if trace_id:
             # equal-length bytes compare as big-endian numbers: no int conversion
-            keep = trace_id[-TRACE_RANDOM_BYTES:] < threshold  # type: ignore[operator]
+            keep = trace_id[-TRACE_RANDOM_BYTES:] < threshold  # type: ignore[operator]  # rate < 1: bytes
         else:
             credit += rate
             keep = credit >= 1.0
