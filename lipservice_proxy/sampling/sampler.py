@@ -376,24 +376,11 @@ class Sampler:
                 service_bytes[1] += sum(record.ByteSize() for record, _, _, count, _ in kept if count)
             else:  # only kept records are left: a cheap walk, before they grow by their annotations
                 service_bytes[1] += resource_logs.ByteSize()
-            for record, state, weight, count, tally in kept:
-                if has_prior:
-                    prior = take_prior_weight(record)
-                    tally.weight += weight * (prior - 1.0)
-                    weight *= prior
-                record.MergeFromString(state.annotation(weight) + count_annotation(count))
+            _annotate_kept(kept, has_prior)
         for resource_index in reversed(empty_resources):
             del resources[resource_index]
 
-        kept_total = 0
-        for (service, _, severity), tally in outcome.patterns.items():
-            totals = outcome.records.get((service, severity))
-            if totals is None:
-                totals = outcome.records[(service, severity)] = [0, 0]
-            totals[0] += tally.received
-            totals[1] += tally.kept
-            kept_total += tally.kept
-        outcome.received, outcome.kept = received, kept_total
+        outcome.received, outcome.kept = received, _tally_records(outcome)
         outcome.forwarded, outcome.rejected = forwarded, rejected
         if self._n_states > self._max_states:
             self._evict(now)
@@ -621,6 +608,29 @@ class Sampler:
                 self._evicted += [self._close(state, level) for level, tail in enumerate(state.tails) if tail]
         self._states = {service: by_pattern for service, by_pattern in self._states.items() if by_pattern}
         self._n_states = sum(len(by_pattern) for by_pattern in self._states.values())
+
+
+def _annotate_kept(kept: list[Forward], has_prior: bool) -> None:
+    """Mark each kept record with its sample rate and count (a prior proxy's weight multiplied in)."""
+    for record, state, weight, count, tally in kept:
+        if has_prior:
+            prior = take_prior_weight(record)
+            tally.weight += weight * (prior - 1.0)
+            weight *= prior
+        record.MergeFromString(state.annotation(weight) + count_annotation(count))
+
+
+def _tally_records(outcome: BatchOutcome) -> int:
+    """Sum the outcome's pattern tallies into its per (service, severity) records; the records kept."""
+    kept_total = 0
+    for (service, _, severity), tally in outcome.patterns.items():
+        totals = outcome.records.get((service, severity))
+        if totals is None:
+            totals = outcome.records[(service, severity)] = [0, 0]
+        totals[0] += tally.received
+        totals[1] += tally.kept
+        kept_total += tally.kept
+    return kept_total
 
 
 def _kept_index(kept: tuple[Row, float, int]) -> int:
