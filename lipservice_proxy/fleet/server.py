@@ -92,13 +92,13 @@ class PolicyServer:
         self._feed.close()  # ends every policy stream now; samplers reconnect to the next analyzer
         await self._server.stop(grace)
 
-    def _authorized(self, context: grpc.aio.ServicerContext) -> bool:
+    def _authorized(self, context: grpc.aio.ServicerContext[bytes, bytes]) -> bool:
         if self._auth is None:
             return True
         metadata = context.invocation_metadata() or ()
         return any(key == "authorization" and self._auth.accepts(value) for key, value in metadata)
 
-    async def _report(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def _report(self, data: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         # context.abort raises: nothing after it runs
         if not self._authorized(context):
             self._telemetry.fleet_reports_received.labels("unauthenticated").inc()
@@ -114,7 +114,9 @@ class PolicyServer:
         self._telemetry.fleet_reports_received.labels("accepted").inc()
         return pb.ReportPatternsResponse(accepted_patterns=len(request.patterns)).SerializeToString()
 
-    async def _watch(self, data: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+    async def _watch(
+        self, data: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> AsyncIterator[bytes]:
         if not self._authorized(context):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
         try:
