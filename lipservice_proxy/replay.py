@@ -16,7 +16,7 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 import orjson
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -128,6 +128,44 @@ def timeline(
         yield (start + index * step if own_time is None else own_time), record
 
 
+class TallyJson(TypedDict):
+    seen: int
+    kept: int
+    dropped: int
+    estimated: float
+    estimate_error: float
+    counted: int
+    windows: int
+    windows_without_kept: int
+
+
+class PatternJson(TallyJson):
+    id: str
+    template: str
+
+
+class TotalJson(TypedDict):
+    seen: int
+    kept: int
+    dropped: int
+    estimated: float
+    estimate_error: float
+    counted: int
+    savings_records: float
+    bytes_seen: int
+    bytes_kept: int
+    savings_bytes: float
+
+
+class ReportJson(TypedDict):
+    """`ReplayReport.as_dict()`: what `replay --json` prints."""
+
+    total: TotalJson
+    severities: dict[str, TallyJson]
+    patterns: list[PatternJson]
+    pattern_count: int
+
+
 @dataclass(slots=True)
 class Tally:
     template: str = ""
@@ -147,7 +185,7 @@ class Tally:
         if tally.kept:
             self.windows_kept.add(window)
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self) -> TallyJson:
         error = (self.estimated - self.seen) / self.seen if self.seen else 0.0
         return {
             "seen": self.seen,
@@ -187,14 +225,21 @@ class ReplayReport:
         ):
             tally.counted += tail.count
 
-    def as_dict(self, top: int) -> dict[str, object]:
-        total = self.total.as_dict()
+    def as_dict(self, top: int) -> ReportJson:
+        tally = self.total.as_dict()
         seen, kept = self.total.seen, self.total.kept
-        total["savings_records"] = round(1 - kept / seen, 6) if seen else 0.0
-        total["bytes_seen"], total["bytes_kept"] = self.bytes_seen, self.bytes_kept
-        total["savings_bytes"] = round(1 - self.bytes_kept / self.bytes_seen, 6) if self.bytes_seen else 0.0
-        total.pop("windows")
-        total.pop("windows_without_kept")
+        total: TotalJson = {
+            "seen": tally["seen"],
+            "kept": tally["kept"],
+            "dropped": tally["dropped"],
+            "estimated": tally["estimated"],
+            "estimate_error": tally["estimate_error"],
+            "counted": tally["counted"],
+            "savings_records": round(1 - kept / seen, 6) if seen else 0.0,
+            "bytes_seen": self.bytes_seen,
+            "bytes_kept": self.bytes_kept,
+            "savings_bytes": round(1 - self.bytes_kept / self.bytes_seen, 6) if self.bytes_seen else 0.0,
+        }
         ranked = sorted(self.patterns.items(), key=lambda item: (-item[1].seen, item[0]))
         return {
             "total": total,
@@ -258,22 +303,22 @@ def replay(
     return report
 
 
-def format_table(report: dict[str, object], source: str) -> str:
+def format_table(report: ReportJson, source: str) -> str:
     """A human-readable summary of `ReplayReport.as_dict()`."""
-    total: dict[str, float] = report["total"]  # type: ignore[assignment]  # as_dict's JSON shape
+    total = report["total"]
     lines = [f"replay of {total['seen']} records through {source}", ""]
     header = (
         f"{'':10} {'seen':>10} {'kept':>9} {'dropped':>10} {'estimated':>12} {'error':>8} {'counted':>10}"
     )
 
-    def row(name: str, tally: dict[str, float]) -> str:
+    def row(name: str, tally: TallyJson | TotalJson | PatternJson) -> str:
         return (
             f"{name:10} {tally['seen']:>10} {tally['kept']:>9} {tally['dropped']:>10} "
             f"{tally['estimated']:>12.1f} {tally['estimate_error'] * 100:>7.2f}% {tally['counted']:>10}"
         )
 
     lines.append(header)
-    for name, tally in report["severities"].items():  # type: ignore[attr-defined]  # as_dict's JSON shape
+    for name, tally in report["severities"].items():
         lines.append(row(name, tally))
     lines.append(row("total", total))
     lines.append("")
@@ -285,7 +330,7 @@ def format_table(report: dict[str, object], source: str) -> str:
     lines.append(
         f"{'pattern':16} {'seen':>8} {'kept':>7} {'estimated':>10} {'error':>8} {'counted':>8}  template"
     )
-    for pattern in report["patterns"]:  # type: ignore[attr-defined]  # as_dict's JSON shape
+    for pattern in report["patterns"]:
         template = pattern["template"]
         template = template if len(template) <= 80 else template[:77] + "..."
         lines.append(
