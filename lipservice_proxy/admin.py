@@ -192,7 +192,7 @@ class AdminServer:
             raise listen_error("admin.endpoint", self._config.endpoint, exc) from None
         server = site._server
         assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]  # asyncio's or uvloop's
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]  # asyncio's or uvloop's Server: both have sockets
         url = status_page_url(host, self.port)
         log.info(
             "status page at %s (admin API and /metrics on the same port)", url, extra={"status_page": url}

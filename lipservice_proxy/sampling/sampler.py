@@ -710,7 +710,7 @@ def toss(state: PatternState, group: Group, rate: float, reason: str) -> None:
         trace_id = row[2]
         if trace_id:
             # equal-length bytes compare as big-endian numbers: no int conversion
-            keep = trace_id[-TRACE_RANDOM_BYTES:] < threshold  # type: ignore[operator]  # rate < 1: bytes
+            keep = trace_id[-TRACE_RANDOM_BYTES:] < threshold  # type: ignore[operator]  # rate < 1 here: a bytes threshold
         else:
             credit += rate
             keep = credit >= 1.0
