@@ -141,7 +141,7 @@ class AdminServer:
             raise listen_error("admin.endpoint", self._config.endpoint, exc) from None
         server = site._server
         assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]  # asyncio's or uvloop's Server: both have sockets
         url = status_page_url(host, self.port)
         log.info(
             "status page at %s (admin API and /metrics on the same port)", url, extra={"status_page": url}
@@ -156,8 +156,9 @@ class AdminServer:
     @web.middleware
     async def _auth_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         # Probes stay open so the kubelet needs no token; everything that shows data is guarded.
-        guarded = self._auth is not None and request.path not in ("/healthz", "/readyz")
-        if guarded and not self._auth.accepts(request.headers.get("Authorization")):  # type: ignore[union-attr]
+        auth = self._auth
+        guarded = request.path not in ("/healthz", "/readyz")
+        if auth is not None and guarded and not auth.accepts(request.headers.get("Authorization")):
             refusal = json_response({"error": "missing or invalid bearer token"}, status=401)
             refusal.headers["WWW-Authenticate"] = 'Bearer realm="lipservice-proxy admin"'
             return refusal

@@ -90,8 +90,8 @@ def _positive(seconds: float) -> float:
 PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
 """A Duration that must be above zero: an interval or a timeout."""
 
-SEVERITY_NAMES = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 SeverityName = Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
+SEVERITY_NAMES: tuple[SeverityName, ...] = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 
 
 def _split_host_port(endpoint: str) -> tuple[str, int]:
@@ -492,7 +492,9 @@ class ProxyConfig(Model):
     receivers: ReceiversConfig = ReceiversConfig()
     sampler: SamplerConfig = SamplerConfig()
     patterns: PatternsConfig = PatternsConfig()
-    exporters: list[ExporterConfig] = Field(default_factory=lambda: [DebugExporterConfig(type="debug")])
+    exporters: list[ExporterConfig] = Field(
+        default_factory=lambda: list[ExporterConfig]([DebugExporterConfig(type="debug")])
+    )
     passthrough: PassthroughConfig = PassthroughConfig()
     analysis: AnalysisConfig = AnalysisConfig()
     admin: AdminConfig = AdminConfig()

@@ -51,7 +51,10 @@ def cost_projection(totals: Bucket, window: float, price_per_gib: float) -> dict
 
 def services_view(timeline: Timeline, now: float) -> list[dict[str, Any]]:
     """Per service over the last hour, busiest (in bytes received) first."""
-    rows = [
+    busiest_first = sorted(
+        timeline.services(now).items(), key=lambda item: (-item[1][2], -item[1][0], item[0])
+    )
+    return [
         {
             "service": service,
             "received": received,
@@ -62,10 +65,8 @@ def services_view(timeline: Timeline, now: float) -> list[dict[str, Any]]:
             "bytes_kept": bytes_kept,
             "bytes_saved": bytes_received - bytes_kept,
         }
-        for service, (received, kept, bytes_received, bytes_kept) in timeline.services(now).items()
+        for service, (received, kept, bytes_received, bytes_kept) in busiest_first
     ]
-    rows.sort(key=lambda row: (-row["bytes_received"], -row["received"], row["service"]))
-    return rows
 
 
 def pattern_volume_view(

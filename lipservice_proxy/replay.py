@@ -16,11 +16,12 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 import orjson
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ScopeLogs
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ScopeLogs, SeverityNumber
 
 from .config import SEVERITY_NAMES
 from .patterns import PatternEngine
@@ -71,15 +72,16 @@ def parse_line(line: str) -> list[InputRecord]:
             if "resourceLogs" in data or "resource_logs" in data:
                 return _from_otlp_json(text)
             return [_from_json_line(data)]
-    return [InputRecord(LogRecord(body={"string_value": text}), UNKNOWN_SERVICE, None)]
+    return [InputRecord(LogRecord(body=AnyValue(string_value=text)), UNKNOWN_SERVICE, None)]
 
 
 def _from_json_line(data: dict[str, object]) -> InputRecord:
     body = data.get("body", data.get("message", data.get("msg", "")))
-    record = LogRecord(body={"string_value": body if isinstance(body, str) else orjson.dumps(body).decode()})
+    text = body if isinstance(body, str) else orjson.dumps(body).decode()
+    record = LogRecord(body=AnyValue(string_value=text))
     severity = data.get("severity", data.get("level"))
     if isinstance(severity, int) and not isinstance(severity, bool) and 0 < severity <= 24:
-        record.severity_number = severity  # type: ignore[assignment]
+        record.severity_number = SeverityNumber.ValueType(severity)
     elif isinstance(severity, str):
         record.severity_text = severity
     trace_id = data.get("trace_id", data.get("traceId"))
@@ -122,7 +124,46 @@ def timeline(
     step = 1.0 / (rate or DEFAULT_RATE)
     start = 1_700_000_000.0  # a fixed epoch second, so windows are the same on every run
     for index, record in enumerate(itertools.islice(itertools.cycle(records), count)):
-        yield (record.timestamp if use_own_times else start + index * step), record  # type: ignore[misc]
+        own_time = record.timestamp if use_own_times else None
+        yield (start + index * step if own_time is None else own_time), record
+
+
+class TallyJson(TypedDict):
+    seen: int
+    kept: int
+    dropped: int
+    estimated: float
+    estimate_error: float
+    counted: int
+    windows: int
+    windows_without_kept: int
+
+
+class PatternJson(TallyJson):
+    id: str
+    template: str
+
+
+class TotalJson(TypedDict):
+    seen: int
+    kept: int
+    dropped: int
+    estimated: float
+    estimate_error: float
+    counted: int
+    savings_records: float
+    bytes_seen: int
+    bytes_kept: int
+    savings_bytes: float
+
+
+class ReportJson(TypedDict):
+    """`ReplayReport.as_dict()`: what `replay --json` prints."""
+
+    total: TotalJson
+    severities: dict[str, TallyJson]
+    patterns: list[PatternJson]
+    pattern_count: int
 
 
 @dataclass(slots=True)
@@ -144,7 +185,7 @@ class Tally:
         if tally.kept:
             self.windows_kept.add(window)
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self) -> TallyJson:
         error = (self.estimated - self.seen) / self.seen if self.seen else 0.0
         return {
             "seen": self.seen,
@@ -184,14 +225,21 @@ class ReplayReport:
         ):
             tally.counted += tail.count
 
-    def as_dict(self, top: int) -> dict[str, object]:
-        total = self.total.as_dict()
+    def as_dict(self, top: int) -> ReportJson:
+        tally = self.total.as_dict()
         seen, kept = self.total.seen, self.total.kept
-        total["savings_records"] = round(1 - kept / seen, 6) if seen else 0.0
-        total["bytes_seen"], total["bytes_kept"] = self.bytes_seen, self.bytes_kept
-        total["savings_bytes"] = round(1 - self.bytes_kept / self.bytes_seen, 6) if self.bytes_seen else 0.0
-        total.pop("windows")
-        total.pop("windows_without_kept")
+        total: TotalJson = {
+            "seen": tally["seen"],
+            "kept": tally["kept"],
+            "dropped": tally["dropped"],
+            "estimated": tally["estimated"],
+            "estimate_error": tally["estimate_error"],
+            "counted": tally["counted"],
+            "savings_records": round(1 - kept / seen, 6) if seen else 0.0,
+            "bytes_seen": self.bytes_seen,
+            "bytes_kept": self.bytes_kept,
+            "savings_bytes": round(1 - self.bytes_kept / self.bytes_seen, 6) if self.bytes_seen else 0.0,
+        }
         ranked = sorted(self.patterns.items(), key=lambda item: (-item[1].seen, item[0]))
         return {
             "total": total,
@@ -255,22 +303,22 @@ def replay(
     return report
 
 
-def format_table(report: dict[str, object], source: str) -> str:
+def format_table(report: ReportJson, source: str) -> str:
     """A human-readable summary of `ReplayReport.as_dict()`."""
-    total: dict[str, float] = report["total"]  # type: ignore[assignment]
+    total = report["total"]
     lines = [f"replay of {total['seen']} records through {source}", ""]
     header = (
         f"{'':10} {'seen':>10} {'kept':>9} {'dropped':>10} {'estimated':>12} {'error':>8} {'counted':>10}"
     )
 
-    def row(name: str, tally: dict[str, float]) -> str:
+    def row(name: str, tally: TallyJson | TotalJson | PatternJson) -> str:
         return (
             f"{name:10} {tally['seen']:>10} {tally['kept']:>9} {tally['dropped']:>10} "
             f"{tally['estimated']:>12.1f} {tally['estimate_error'] * 100:>7.2f}% {tally['counted']:>10}"
         )
 
     lines.append(header)
-    for name, tally in report["severities"].items():  # type: ignore[attr-defined]
+    for name, tally in report["severities"].items():
         lines.append(row(name, tally))
     lines.append(row("total", total))
     lines.append("")
@@ -282,7 +330,7 @@ def format_table(report: dict[str, object], source: str) -> str:
     lines.append(
         f"{'pattern':16} {'seen':>8} {'kept':>7} {'estimated':>10} {'error':>8} {'counted':>8}  template"
     )
-    for pattern in report["patterns"]:  # type: ignore[attr-defined]
+    for pattern in report["patterns"]:
         template = pattern["template"]
         template = template if len(template) <= 80 else template[:77] + "..."
         lines.append(

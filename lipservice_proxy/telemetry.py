@@ -403,6 +403,6 @@ def _every_process(directory: str, build_info: Info) -> CollectorRegistry:
     """The values every process wrote under `directory`, plus the build info, which multiprocess
     mode cannot carry (an Info lives in its own process only)."""
     registry = CollectorRegistry(auto_describe=True)
-    MultiProcessCollector(registry, directory)
+    MultiProcessCollector(registry, directory)  # type: ignore[no-untyped-call]  # prometheus_client
     registry.register(build_info)
     return registry

@@ -426,3 +426,34 @@ def test_a_rule_stays_addressable_while_its_pattern_is_quiet(tmp_path: Path) -> 
             assert "unknown" not in (policy.reasoning or "")
 
     run(scenario)
+
+
+def test_rules_naming_a_pattern_by_id_alone_or_template_alone_leave_the_prompt_whole(tmp_path: Path) -> None:
+    """An operator's rule may give only an id or only a template. Neither shows as a quiet rule (the
+    prompt lists a template under an alias), and the run still asks the LLM and writes its answer."""
+    prompts: list[dict[str, Any]] = []
+
+    def behaviour(request: dict[str, Any]) -> Reply:
+        prompts.append(user_document(request))
+        return halve_every_pattern(request)
+
+    async def scenario() -> None:
+        async with FakeLlm(behaviour) as llm:
+            config = write_config(tmp_path, {"llm": llm_settings(llm.base_url)})
+            (tmp_path / "operator.yaml").write_text(
+                OPERATOR_POLICY
+                + "patterns:\n"
+                + "  - {id: 0123456789abcdef, rate: 0.5}\n"
+                + "  - {template: 'nightly backup of <*> done', rate: 0.3}\n"
+            )
+            proxy = Proxy(load_config(config, environ={}), environ={})
+            await proxy.start()
+            try:
+                await send(proxy, loghub_batch("HDFS"))
+                result = await proxy.analysis.run_once(time.time())
+            finally:
+                await proxy.stop(drain_seconds=2.0)
+        assert (result.outcome, result.written) == ("llm", True)
+        assert [document["quiet_rules"] for document in prompts] == [[]]
+
+    run(scenario)

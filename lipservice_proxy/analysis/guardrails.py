@@ -164,9 +164,9 @@ def apply_guardrails(
     # rules the candidate did not touch carry over; those of patterns still seen go first
     renamed = {rule["template"] for rule in rules.values()}
     carried = [r for r in current.patterns if r.id not in rules and r.template not in renamed]
-    carried.sort(key=lambda rule: -known[rule.id].volume if rule.id in known else 1)
-    proposed = sorted(rules.values(), key=lambda rule: -known[rule["id"]].volume)  # stable: ties keep order
-    patterns = proposed + [r.model_dump() for r in carried]
+    carried.sort(key=lambda rule: -known[rule.id].volume if rule.id is not None and rule.id in known else 1)
+    new_rules = sorted(rules.values(), key=lambda rule: -known[rule["id"]].volume)  # stable: ties keep order
+    patterns = new_rules + [r.model_dump() for r in carried]
 
     reasoning = f"{candidate.reasoning.strip()}\n{report.summary()}"
     data = current.model_dump()

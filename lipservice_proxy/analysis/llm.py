@@ -111,18 +111,23 @@ class LlmAdvisor:
         """The model's candidate, or None (counted by outcome) when it cannot be had or trusted."""
         estimate = sum(len(m["content"]) for m in prompt.messages) // CHARS_PER_TOKEN + MAX_COMPLETION_TOKENS
         if not self.budget.allows(self._clock(), estimate):
-            return self._fail("budget_exhausted", "the hourly LLM budget is used up")
+            self._fail("budget_exhausted", "the hourly LLM budget is used up")
+            return None
         try:
             async with asyncio.timeout(self._deadline):
                 response = await self._complete(prompt.messages)
         except (openai.APITimeoutError, TimeoutError):
-            return self._fail("timeout", f"no answer within {self._config.timeout}s per attempt", spent=True)
+            self._fail("timeout", f"no answer within {self._config.timeout}s per attempt", spent=True)
+            return None
         except openai.RateLimitError as exc:
-            return self._fail("rate_limited", f"rate limited: {exc.message}", spent=True)
+            self._fail("rate_limited", f"rate limited: {exc.message}", spent=True)
+            return None
         except openai.APIStatusError as exc:
-            return self._fail("error", f"HTTP {exc.status_code}: {exc.message}", spent=True)
+            self._fail("error", f"HTTP {exc.status_code}: {exc.message}", spent=True)
+            return None
         except openai.APIError as exc:  # connection errors, and answers the client cannot read
-            return self._fail("error", f"{type(exc).__name__}: {exc.message}", spent=True)
+            self._fail("error", f"{type(exc).__name__}: {exc.message}", spent=True)
+            return None
 
         usage = response.usage
         prompt_tokens = usage.prompt_tokens if usage else estimate - MAX_COMPLETION_TOKENS
@@ -135,7 +140,8 @@ class LlmAdvisor:
                 raise AnswerError("the answer has no choices")
             answer = parse_answer(response.choices[0].message.content)
         except AnswerError as exc:
-            return self._fail("invalid", f"invalid answer: {exc}")
+            self._fail("invalid", f"invalid answer: {exc}")
+            return None
         self._telemetry.llm_requests.labels("success").inc()
         return answer_to_candidate(answer, prompt, self._config.model)
 
@@ -146,11 +152,13 @@ class LlmAdvisor:
             if self._send_temperature:
                 tuning["temperature"] = 0
             try:
-                return await self._client.chat.completions.create(
+                # messages, response format and tuning are plain dicts (the token limit's name is only
+                # known at run time), which the client's TypedDict overloads cannot take
+                return await self._client.chat.completions.create(  # type: ignore[call-overload, no-any-return]  # dicts
                     model=self._config.model,
-                    messages=messages,  # type: ignore[arg-type]
-                    response_format=RESPONSE_FORMAT,  # type: ignore[arg-type]
-                    **tuning,  # type: ignore[arg-type]
+                    messages=messages,
+                    response_format=RESPONSE_FORMAT,
+                    **tuning,
                 )
             except openai.BadRequestError as exc:
                 adaptations += 1
@@ -178,4 +186,3 @@ class LlmAdvisor:
             self.budget.record(self._clock(), 0)
         self._telemetry.llm_requests.labels(outcome).inc()
         log.warning("LLM call failed (%s), falling back to the heuristic: %s", outcome, message)
-        return None

@@ -347,7 +347,9 @@ class AnalysisLoop:
                     entry.template, rates[level], has_rule=sources[level].has_rule
                 )
         for rule in policy.patterns:
-            known.setdefault(rule.id, KnownPattern(rule.template, rule.rate))
+            # a rule given by id alone or by template alone names no pattern the prompt can show
+            if rule.id is not None and rule.template is not None:
+                known.setdefault(rule.id, KnownPattern(rule.template, rule.rate))
         return {
             pattern_id: replace(pattern, volume=volumes.get(pattern_id, 0))
             for pattern_id, pattern in known.items()

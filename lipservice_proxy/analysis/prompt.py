@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..config import SEVERITY_NAMES
+from ..config import SEVERITY_NAMES, SeverityName
 from ..sampling.policy import Policy
 from .anomalies import Anomaly
 from .clustering import Clustering
@@ -34,7 +34,7 @@ MAX_FAMILIES = 150
 MAX_QUIET_RULES = 100
 MAX_MEMBERS = 10
 MAX_TEMPLATE = 300
-SAMPLED_SEVERITIES = ("TRACE", "DEBUG", "INFO", "WARN")
+SAMPLED_SEVERITIES: tuple[SeverityName, ...] = ("TRACE", "DEBUG", "INFO", "WARN")
 
 SYSTEM_PROMPT = """\
 You tune the sampling policy of a log pipeline. Each log pattern (a template with its variable parts \
@@ -278,9 +278,9 @@ def answer_to_candidate(answer: Answer, prompt: Prompt, model: str) -> Candidate
         for pattern_id in prompt.families.get(entry.id, ()):
             rates.setdefault(pattern_id, RateChange(entry.rate, entry.reason))
     for entry in answer.rates:
-        pattern_id = prompt.patterns.get(entry.id)
-        if pattern_id is not None:
-            rates[pattern_id] = RateChange(entry.rate, entry.reason)
+        aliased_id = prompt.patterns.get(entry.id)
+        if aliased_id is not None:
+            rates[aliased_id] = RateChange(entry.rate, entry.reason)
     unknown = [e.id for e in answer.rates if e.id not in prompt.families and e.id not in prompt.patterns]
     return Candidate(
         generated_by=f"llm:{model}",

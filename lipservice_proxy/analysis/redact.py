@@ -31,9 +31,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from functools import lru_cache
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ..patterns.masking import PLACEHOLDERS, WILDCARD
+
+if TYPE_CHECKING:
+    from detect_secrets.plugins.base import BasePlugin
 
 MASK: Final = WILDCARD
 CONFIRMED_AFTER: Final = 10  # lines; above the engine's STABLE_AFTER (8), after which a word is kept
@@ -170,11 +173,13 @@ def redact_token(token: str, confirmed: bool) -> str:
 
 
 @lru_cache(maxsize=1)
-def _detectors() -> tuple[object, ...]:
+def _detectors() -> tuple[BasePlugin, ...]:
     """detect-secrets' plugins at their default settings (imported once, on the first prompt)."""
     from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
 
-    return tuple(plugin() for plugin in get_mapping_from_secret_type_to_class().values())
+    # its signature's type variable is unbound (the classes come out as type[Never]): name their base
+    classes: Iterable[type[BasePlugin]] = get_mapping_from_secret_type_to_class().values()
+    return tuple(plugin() for plugin in classes)
 
 
 def flagged_secrets(text: str) -> set[str]:
@@ -191,7 +196,7 @@ def flagged_secrets(text: str) -> set[str]:
                     if len(part) >= 8 and detector.calculate_shannon_entropy(part) > detector.entropy_limit:
                         found.add(part)
         else:
-            found.update(detector.analyze_string(text))  # type: ignore[attr-defined]
+            found.update(detector.analyze_string(text))
     return {value for value in found if len(value) >= 4 and not _is_placeholder_text(value)}
 
 

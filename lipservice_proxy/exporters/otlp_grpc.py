@@ -90,7 +90,7 @@ class OtlpGrpcExporter(LogExporter):
         self._config = config
         self._metadata = grpc_metadata(config.headers)
         self._channel: grpc.aio.Channel | None = None
-        self._call: grpc.aio.UnaryUnaryMultiCallable | None = None
+        self._call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] | None = None  # no (de)serializers
         self._connection_lost = False  # the last failed call found the channel without a connection
 
     @classmethod

@@ -17,7 +17,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 import xxhash
 from google.protobuf.message import DecodeError
@@ -46,10 +46,13 @@ class SplitPayload:
     oversized: list[int] = field(default_factory=list)
 
 
-class _Opening(NamedTuple):
+_Header = TypeVar("_Header", ResourceLogs, ScopeLogs)
+
+
+class _Opening(NamedTuple, Generic[_Header]):
     """A ResourceLogs or ScopeLogs without its children, and the most bytes it adds to a body."""
 
-    header: ResourceLogs | ScopeLogs
+    header: _Header
     size: int
 
 
@@ -65,17 +68,19 @@ class _BodyBuilder:
         self._resource: ResourceLogs | None = None
         self._scope: ScopeLogs | None = None
 
-    def enter_resource(self, resource_logs: ResourceLogs) -> _Opening:
+    def enter_resource(self, resource_logs: ResourceLogs) -> _Opening[ResourceLogs]:
         header = ResourceLogs(resource=resource_logs.resource, schema_url=resource_logs.schema_url)
         self._resource = self._scope = None
         return _Opening(header, header.ByteSize() + NESTING_OVERHEAD)
 
-    def enter_scope(self, scope_logs: ScopeLogs) -> _Opening:
+    def enter_scope(self, scope_logs: ScopeLogs) -> _Opening[ScopeLogs]:
         header = ScopeLogs(scope=scope_logs.scope, schema_url=scope_logs.schema_url)
         self._scope = None
         return _Opening(header, header.ByteSize() + NESTING_OVERHEAD)
 
-    def add_record(self, record: LogRecord, resource: _Opening, scope: _Opening) -> None:
+    def add_record(
+        self, record: LogRecord, resource: _Opening[ResourceLogs], scope: _Opening[ScopeLogs]
+    ) -> None:
         record_size = record.ByteSize() + NESTING_OVERHEAD
         if resource.size + scope.size + record_size > self.max_bytes:
             self.split.oversized.append(record_size - NESTING_OVERHEAD)  # fits in no body at all

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -32,7 +33,10 @@ REPORT_METHOD = f"/{SERVICE}/ReportPatterns"
 WATCH_METHOD = f"/{SERVICE}/WatchPolicy"
 
 
-def _parse(message_type: type[Message], data: bytes) -> Message:
+M = TypeVar("M", bound=Message)
+
+
+def _parse(message_type: type[M], data: bytes) -> M:
     try:
         return message_type.FromString(data)
     except DecodeError as exc:
@@ -70,7 +74,7 @@ class PolicyServer:
         self.port = 0
 
     async def start(self) -> int:
-        handlers = {
+        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
             "ReportPatterns": grpc.unary_unary_rpc_method_handler(self._report),
             "WatchPolicy": grpc.unary_stream_rpc_method_handler(self._watch),
         }
@@ -88,29 +92,31 @@ class PolicyServer:
         self._feed.close()  # ends every policy stream now; samplers reconnect to the next analyzer
         await self._server.stop(grace)
 
-    def _authorized(self, context: grpc.aio.ServicerContext) -> bool:
+    def _authorized(self, context: grpc.aio.ServicerContext[bytes, bytes]) -> bool:
         if self._auth is None:
             return True
         metadata = context.invocation_metadata() or ()
         return any(key == "authorization" and self._auth.accepts(value) for key, value in metadata)
 
-    async def _report(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def _report(self, data: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         # context.abort raises: nothing after it runs
         if not self._authorized(context):
             self._telemetry.fleet_reports_received.labels("unauthenticated").inc()
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
         try:
             request = _parse(pb.ReportPatternsRequest, data)
-            report = report_outcome(request)  # type: ignore[arg-type]
+            report = report_outcome(request)
         except BadRequest as exc:
             self._telemetry.fleet_reports_received.labels("invalid").inc()
             log.warning("pattern report from %s refused: %s", context.peer(), exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         self._book.report(report, context.peer(), self._clock())
         self._telemetry.fleet_reports_received.labels("accepted").inc()
-        return pb.ReportPatternsResponse(accepted_patterns=len(request.patterns)).SerializeToString()  # type: ignore[attr-defined]
+        return pb.ReportPatternsResponse(accepted_patterns=len(request.patterns)).SerializeToString()
 
-    async def _watch(self, data: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+    async def _watch(
+        self, data: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> AsyncIterator[bytes]:
         if not self._authorized(context):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
         try:
@@ -118,7 +124,7 @@ class PolicyServer:
         except BadRequest as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         peer = context.peer()
-        sampler_id = request.sampler_id[:MAX_SAMPLER_ID] or peer  # type: ignore[attr-defined]
+        sampler_id = request.sampler_id[:MAX_SAMPLER_ID] or peer
         self._book.stream_opened(sampler_id, peer)
         log.info("sampler %s (%s) watches the policy", sampler_id, peer)
         try:

@@ -249,7 +249,7 @@ class Supervisor:
         """The workers' `lipservice_export_shutdown_dropped_records_total`, summed from the shared
         metrics directory, where a worker's counters outlive it."""
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=self._environ[MULTIPROCESS_DIR_ENV])
+        multiprocess.MultiProcessCollector(registry, path=self._environ[MULTIPROCESS_DIR_ENV])  # type: ignore[no-untyped-call]  # prometheus_client
         return int(
             sum(
                 sample.value
@@ -334,7 +334,7 @@ class Supervisor:
 
     def _forget_process(self, pid: int) -> None:
         """Drop a dead process's live gauges from the sums (its counters stay: they still count)."""
-        multiprocess.mark_process_dead(pid, self._environ[MULTIPROCESS_DIR_ENV])
+        multiprocess.mark_process_dead(pid, self._environ[MULTIPROCESS_DIR_ENV])  # type: ignore[no-untyped-call]  # prometheus_client
 
     async def _workers_route(self, request: web.Request) -> web.Response:
         return json_response({"workers": [worker.as_dict() for worker in self.workers]})

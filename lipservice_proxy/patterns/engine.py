@@ -14,8 +14,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValueList
 from . import persistence
 from .generations import Generations
 from .masking import MAX_BODY_CHARS, Masker, clean_text, digit_shape
-from .miner import Template, TemplateMiner
+from .miner import TemplateMiner
 from .model import EngineStats, Pattern
+from .template import Template
 
 # Keys longer than this are replaced by a 128-bit hash of themselves, so the cache's memory has a
 # bound per entry; 128 bits make a collision (two shapes sharing a key) practically impossible.

@@ -175,7 +175,7 @@ def clean_text(text: str) -> str:
 
 
 def _placeholder(match: re.Match[str]) -> str:
-    return _TOKEN_RULES[match.lastindex - 1][0]  # type: ignore[operator]
+    return _TOKEN_RULES[match.lastindex - 1][0]  # type: ignore[operator]  # every rule is a group: lastindex is set
 
 
 def _mask_token(token: str) -> str:

@@ -261,11 +261,12 @@ class TemplateMiner:
         self._unindex_rest(template)
 
     def _unindex_rest(self, template: Template) -> None:
-        group = self._rests.get(template.rest) if template.rest is not None else None
-        if group is not None and template in group:
+        rest = template.rest
+        group = self._rests.get(rest) if rest is not None else None
+        if rest is not None and group is not None and template in group:
             group.remove(template)
             if not group:
-                del self._rests[template.rest]  # type: ignore[arg-type]
+                del self._rests[rest]
         template.rest = None
 
     def _evict_one(self, spare: Template | None) -> None:

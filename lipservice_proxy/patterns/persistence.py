@@ -18,7 +18,8 @@ import orjson
 
 from ..errors import PatternStoreError
 from ..files import write_atomically
-from .miner import Template, TemplateMiner
+from .miner import TemplateMiner
+from .template import Template
 
 FORMAT: Final = "lipservice-patterns"
 VERSION: Final = 2
@@ -93,6 +94,28 @@ def _field(entry: dict[str, Any], name: str, kind: type | tuple[type, ...], wher
 
 
 def _restore(miner: TemplateMiner, document: Any) -> None:
+    version, entries, aliases = _checked_document(document)
+    # the newest templates are the ones worth keeping when the file holds more than fit
+    first_kept = max(0, len(entries) - miner.max_templates)
+    restored: dict[int, Template] = {}
+    parents: dict[int, int] = {}
+    for position in range(first_kept, len(entries)):
+        where = f"templates[{position}]"
+        entry = entries[position]
+        if not isinstance(entry, dict):
+            raise _Invalid(f"{where}: expected an object")
+        tokens, size, anchor, parent = _checked_entry(entry, version, len(entries), where)
+        if parent is not None:
+            parents[position] = parent
+        restored[position] = _restored_template(miner, entry, version, (tokens, size, anchor), where)
+    for child, parent in parents.items():
+        if parent in restored:
+            miner.link_variant(restored[child], restored[parent])
+    _restore_aliases(miner, aliases, restored)
+
+
+def _checked_document(document: Any) -> tuple[int, list[Any], dict[Any, Any]]:
+    """The document's version, template entries and aliases, once its outline is what save writes."""
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise _Invalid(f'not a pattern state file (expected "format": "{FORMAT}")')
     version = document.get("version")
@@ -104,50 +127,58 @@ def _restore(miner: TemplateMiner, document: Any) -> None:
     aliases = document.get("aliases", {})
     if not isinstance(aliases, dict):
         raise _Invalid("aliases: expected an object")
+    return version, entries, aliases
 
-    # the newest templates are the ones worth keeping when the file holds more than fit
-    first_kept = max(0, len(entries) - miner.max_templates)
-    restored: dict[int, Template] = {}
-    parents: dict[int, int] = {}
-    for position in range(first_kept, len(entries)):
-        where = f"templates[{position}]"
-        entry = entries[position]
-        if not isinstance(entry, dict):
-            raise _Invalid(f"{where}: expected an object")
-        tokens = _field(entry, "tokens", list, where)
-        if not tokens or not all(isinstance(token, str) and token.strip() for token in tokens):
-            raise _Invalid(f"{where}.tokens: expected a non-empty list of non-blank strings")
-        size = _field(entry, "size", int, where)
-        if size < 1:
-            raise _Invalid(f"{where}.size: must be at least 1")
-        if version == _TEXT_HASH_IDS:
-            _field(entry, "pinned", bool, where)  # version 1's young/stable flag, no longer used
-        parent = entry.get("parent")
-        if parent is not None:
-            if isinstance(parent, bool) or not isinstance(parent, int) or not 0 <= parent < len(entries):
-                raise _Invalid(f"{where}.parent: expected null or the index of another template")
-            parents[position] = parent
-        anchor = entry.get("anchor")
-        if anchor is not None and (isinstance(anchor, bool) or not isinstance(anchor, int)):
-            raise _Invalid(f"{where}.anchor: expected null or a token position")
-        if version == _TEXT_HASH_IDS:
-            template = miner.restore(list(tokens), size, anchor, saved_id=None)
-            if entry.get("id") is not None and entry["id"] != template.pattern.id:
-                raise _Invalid(f"{where}.id: {entry['id']!r} is not the id of its template")
-        else:
-            saved_id = _field(entry, "id", str, where)
-            if not _ID.match(saved_id):
-                raise _Invalid(f"{where}.id: {saved_id!r} is not a pattern id")
-            if miner.holds_id(saved_id):
-                raise _Invalid(f"{where}.id: {saved_id!r} is listed twice")
-            template = miner.restore(list(tokens), size, anchor, saved_id=saved_id)
-            if template.pattern.id != saved_id:
-                raise _Invalid(f"{where}.tokens: the same template as another entry")
-        restored[position] = template
 
-    for child, parent in parents.items():
-        if parent in restored:
-            miner.link_variant(restored[child], restored[parent])
+def _checked_entry(
+    entry: dict[str, Any], version: int, count: int, where: str
+) -> tuple[list[str], int, int | None, int | None]:
+    """A template entry's tokens, size, anchor and parent index, each checked."""
+    tokens = _field(entry, "tokens", list, where)
+    if not tokens or not all(isinstance(token, str) and token.strip() for token in tokens):
+        raise _Invalid(f"{where}.tokens: expected a non-empty list of non-blank strings")
+    size = _field(entry, "size", int, where)
+    if size < 1:
+        raise _Invalid(f"{where}.size: must be at least 1")
+    if version == _TEXT_HASH_IDS:
+        _field(entry, "pinned", bool, where)  # version 1's young/stable flag, no longer used
+    parent = entry.get("parent")
+    if parent is not None and (
+        isinstance(parent, bool) or not isinstance(parent, int) or not 0 <= parent < count
+    ):
+        raise _Invalid(f"{where}.parent: expected null or the index of another template")
+    anchor = entry.get("anchor")
+    if anchor is not None and (isinstance(anchor, bool) or not isinstance(anchor, int)):
+        raise _Invalid(f"{where}.anchor: expected null or a token position")
+    return tokens, size, anchor, parent
+
+
+def _restored_template(
+    miner: TemplateMiner,
+    entry: dict[str, Any],
+    version: int,
+    shape: tuple[list[str], int, int | None],
+    where: str,
+) -> Template:
+    """The entry's template, restored into `miner` under its id (version 1: recomputed and compared)."""
+    tokens, size, anchor = shape
+    if version == _TEXT_HASH_IDS:
+        template = miner.restore(list(tokens), size, anchor, saved_id=None)
+        if entry.get("id") is not None and entry["id"] != template.pattern.id:
+            raise _Invalid(f"{where}.id: {entry['id']!r} is not the id of its template")
+        return template
+    saved_id = _field(entry, "id", str, where)
+    if not _ID.match(saved_id):
+        raise _Invalid(f"{where}.id: {saved_id!r} is not a pattern id")
+    if miner.holds_id(saved_id):
+        raise _Invalid(f"{where}.id: {saved_id!r} is listed twice")
+    template = miner.restore(list(tokens), size, anchor, saved_id=saved_id)
+    if template.pattern.id != saved_id:
+        raise _Invalid(f"{where}.tokens: the same template as another entry")
+    return template
+
+
+def _restore_aliases(miner: TemplateMiner, aliases: dict[Any, Any], restored: dict[int, Template]) -> None:
     for old_id, position in aliases.items():
         if not isinstance(old_id, str) or not _ID.match(old_id):
             raise _Invalid(f"aliases: {old_id!r} is not a pattern id")

@@ -145,7 +145,7 @@ class Template:
     def release(self) -> None:
         """Drop what a retired template no longer needs: the lookup cache may keep the object itself
         until its entries age out, so only `alive` and `successor` stay meaningful."""
-        self.tokens = self.kinds = self.variants = _RELEASED  # type: ignore[assignment]
+        self.tokens = self.kinds = self.variants = _RELEASED  # type: ignore[assignment]  # shared empty, never read
         self.key = _RELEASED_KEY
         self.rest = None
         self.parent = None

@@ -58,7 +58,12 @@ def retry_info_trailer(
 async def _call_done(context: grpc.aio.ServicerContext, bound: float = 10.0) -> None:
     """Wait (at most `bound` seconds) until grpc has closed the call."""
     done = asyncio.get_running_loop().create_future()
-    context.add_done_callback(lambda _: done.done() or done.set_result(None))
+
+    def release(_: object) -> None:
+        if not done.done():
+            done.set_result(None)
+
+    context.add_done_callback(release)  # type: ignore[arg-type]  # grpc-stubs: a nominal class no function matches
     if not context.done():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done, bound)
@@ -92,7 +97,7 @@ class GrpcReceiver:
         self.port = 0
 
     async def start(self) -> int:
-        handlers = {
+        handlers: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {
             "Export": grpc.stream_unary_rpc_method_handler(
                 self._export_logs, request_deserializer=None, response_serializer=None
             )
@@ -101,7 +106,7 @@ class GrpcReceiver:
         if self._passthrough is not None:
             for signal, service in SIGNAL_SERVICES.items():
                 if self._passthrough.enabled(signal):
-                    handler = grpc.unary_unary_rpc_method_handler(
+                    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(
                         self._forwarder(signal), request_deserializer=None, response_serializer=None
                     )
                     generic.append(grpc.method_handlers_generic_handler(service, {"Export": handler}))

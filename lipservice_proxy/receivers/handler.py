@@ -9,9 +9,9 @@ for a disk queue to hold the kept records durably before the client is answered.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .passthrough import Passthrough
 
 Encoding = Literal["protobuf", "json"]
+M = TypeVar("M", bound=Message)
 
 CONTENT_TYPES: dict[str, Encoding] = {
     "application/x-protobuf": "protobuf",
@@ -40,15 +41,15 @@ RESPONSE_CONTENT_TYPE: dict[Encoding, str] = {
 }
 
 
-def decode_protobuf(body: bytes, message_type: type) -> object:
+def decode_protobuf(body: bytes, message_type: type[M]) -> M:
     try:
         return message_type.FromString(body)
     except DecodeError as exc:
         raise BadRequest(f"malformed protobuf: {exc}") from None
 
 
-def encode(message: object, encoding: Encoding) -> bytes:
-    return message_to_json(message) if encoding == "json" else message.SerializeToString()  # type: ignore[attr-defined]
+def encode(message: Message, encoding: Encoding) -> bytes:
+    return message_to_json(message) if encoding == "json" else message.SerializeToString()
 
 
 def status_body(code: int, message: str, encoding: Encoding) -> bytes:
@@ -66,10 +67,10 @@ class LogsHandler:
         else:
             request = decode_protobuf(body, ExportLogsServiceRequest)
         response = ExportLogsServiceResponse()
-        if not request.resource_logs:  # type: ignore[attr-defined]
+        if not request.resource_logs:
             return response  # an empty request is a success (OTLP spec)
         wire_size = len(body) if encoding == "protobuf" else None
-        result = await self._pipeline.consume(request, body, wire_size)  # type: ignore[arg-type]
+        result = await self._pipeline.consume(request, body, wire_size)
         if result.rejected_records:
             response.partial_success.rejected_log_records = result.rejected_records
             response.partial_success.error_message = result.message

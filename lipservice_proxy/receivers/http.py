@@ -15,6 +15,7 @@ import zlib
 from typing import Any
 
 from aiohttp import web
+from google.protobuf.message import Message
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
@@ -45,7 +46,7 @@ from .tls import server_ssl_context
 log = logging.getLogger(__name__)
 
 MAX_GZIP_MEMBERS = 64
-SIGNAL_TYPES = {
+SIGNAL_TYPES: dict[str, tuple[type[Message], type[Message]]] = {
     "traces": (ExportTraceServiceRequest, ExportTraceServiceResponse),
     "metrics": (ExportMetricsServiceRequest, ExportMetricsServiceResponse),
 }

@@ -150,6 +150,8 @@ _CODECS: dict[str, _Codec] = {}
 _BUILDING = threading.Lock()
 
 
+# _UPB: the protobuf stubs type Message.DESCRIPTOR as descriptor.Descriptor or its upb twin; at
+# runtime they are one class (the upb backend's), so _codec takes either.
 def _codec(descriptor: Descriptor) -> _Codec:
     """The codec of a message type, built on first use and shared by every thread afterwards."""
     codec = _CODECS.get(descriptor.full_name)
@@ -181,15 +183,17 @@ def _is_repeated(fd: FieldDescriptor) -> bool:
     # protobuf 7 removed `label`; `is_repeated` only exists from 6.31 on, and we support both.
     is_repeated = getattr(fd, "is_repeated", None)
     if is_repeated is None:
-        return bool(fd.label == FieldDescriptor.LABEL_REPEATED)
+        return bool(fd.label == FieldDescriptor.LABEL_REPEATED)  # type: ignore[attr-defined]  # protobuf < 6.31
     return bool(is_repeated)
 
 
 def _value_codec(fd: FieldDescriptor, built: dict[str, _Codec]) -> tuple[Decoder, Encoder]:
     if fd.type == FieldDescriptor.TYPE_MESSAGE:
-        if fd.message_type.GetOptions().map_entry:
+        message_type = fd.message_type
+        assert message_type is not None  # protobuf sets it on every message-typed field
+        if message_type.GetOptions().map_entry:
             raise NotImplementedError(f"{fd.full_name}: map fields do not occur in OTLP")
-        codec = _build(fd.message_type, built)
+        codec = _build(message_type, built)
         return codec.decode, codec.encode
     if fd.type in _INT_RANGES:
         return _integer_decoder(*_INT_RANGES[fd.type]), (str if fd.type in _INT64_TYPES else _identity)
@@ -198,7 +202,9 @@ def _value_codec(fd: FieldDescriptor, built: dict[str, _Codec]) -> tuple[Decoder
             return _hex_id_decoder(_HEX_ID_BYTES[fd.name]), bytes.hex
         return _decode_base64, _encode_base64
     if fd.type == FieldDescriptor.TYPE_ENUM:
-        return _enum_decoder(fd.enum_type), _identity
+        enum_type = fd.enum_type
+        assert enum_type is not None  # protobuf sets it on every enum-typed field
+        return _enum_decoder(enum_type), _identity
     if fd.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
         return _decode_float, _encode_float
     if fd.type == FieldDescriptor.TYPE_BOOL:
@@ -346,7 +352,7 @@ def json_to_message(data: bytes | str, message_type: type[M]) -> M:
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"invalid JSON in {name}: {exc}") from None
     try:
-        arguments = _codec(message_type.DESCRIPTOR).decode(tree, 1)
+        arguments = _codec(message_type.DESCRIPTOR).decode(tree, 1)  # type: ignore[arg-type]  # see _UPB
     except _Invalid as exc:
         where = f" at {exc.where()}" if exc.path else ""
         raise BadRequest(f"invalid {name}{where}: {exc.message}") from None
@@ -358,4 +364,4 @@ def json_to_message(data: bytes | str, message_type: type[M]) -> M:
 
 def message_to_json(message: Message) -> bytes:
     """Serialize `message` as OTLP/JSON on one line (UTF-8)."""
-    return orjson.dumps(_codec(message.DESCRIPTOR).encode(message))
+    return orjson.dumps(_codec(message.DESCRIPTOR).encode(message))  # type: ignore[arg-type]  # see _UPB

@@ -90,7 +90,7 @@ def summaries(tails: Iterable[Tail], now: float) -> Summaries:
             record = scope.log_records.add(
                 time_unix_nano=stamp,
                 observed_time_unix_nano=stamp,
-                severity_number=SEVERITY_NUMBERS[tail.level],  # type: ignore[arg-type]
+                severity_number=SEVERITY_NUMBERS[tail.level],
                 severity_text=SEVERITY_NAMES[tail.level],
             )
             record.body.string_value = tail.template

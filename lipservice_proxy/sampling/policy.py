@@ -119,7 +119,7 @@ def _check_protected(rates: dict[str, float]) -> dict[str, float]:
     return rates
 
 
-DEFAULT_SEVERITY_RATES: dict[str, float] = {
+DEFAULT_SEVERITY_RATES: dict[SeverityName, float] = {
     "TRACE": 0.01,
     "DEBUG": 0.05,
     "INFO": 0.2,
@@ -174,8 +174,8 @@ class Policy(PolicyModel):
                 templates.add(str(rule.template))
         return self
 
-    def severity_rate(self, severity: str) -> float:
-        return self.severity_rates.get(severity, 1.0)  # type: ignore[call-overload]
+    def severity_rate(self, severity: SeverityName) -> float:
+        return self.severity_rates.get(severity, 1.0)
 
 
 def parse_policy(text: str | bytes, source: str = "policy") -> Policy:

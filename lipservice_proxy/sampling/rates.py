@@ -153,11 +153,11 @@ class RateTable:
             elif service_rule is not None:
                 rate, source = service_rule
             elif override is not None and name in override.severity_rates:
-                rate, source = override.severity_rates[name], override.severity_source  # type: ignore[index]
+                rate, source = override.severity_rates[name], override.severity_source
             elif pattern_rule is not None:
                 rate, source = pattern_rule
             elif name in self._policy.severity_rates:
-                rate, source = self._policy.severity_rates[name], _SEVERITY  # type: ignore[index]
+                rate, source = self._policy.severity_rates[name], _SEVERITY
             else:
                 rate, source = 1.0, _DEFAULT
             rates.append(rate)

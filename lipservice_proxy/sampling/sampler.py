@@ -72,12 +72,15 @@ Forward = tuple[LogRecord, "PatternState", float, int, PatternTally]
 
 
 class Pattern(Protocol):
-    id: str
-    template: str
+    # read-only: the engine hands out frozen patterns
+    @property
+    def id(self) -> str: ...
+    @property
+    def template(self) -> str: ...
 
 
 class PatternSource(Protocol):
-    def add_many(self, texts: Sequence[str]) -> list[Pattern]: ...
+    def add_many(self, texts: Sequence[str]) -> Sequence[Pattern]: ...
     def add_body(self, body: AnyValue) -> Pattern: ...
 
 
@@ -250,8 +253,8 @@ class Group:
         for rows, weight, before in self.kept:
             merged += zip(rows, itertools.repeat(weight), before or self.drops_before(rows), strict=False)
         merged.sort(key=_kept_index)
-        rows, weights, befores = zip(*merged, strict=True)
-        return rows, weights, befores
+        kept_rows, weights, befores = zip(*merged, strict=True)
+        return kept_rows, weights, befores
 
 
 class Sampler:
@@ -323,8 +326,8 @@ class Sampler:
             if service_bytes is None:
                 service_bytes = outcome.bytes[service] = [0, 0]
             # Bytes in: the wire size when this is the request's only resource, else one C-level walk.
-            single = wire_size is not None and len(resources) == 1
-            service_bytes[0] += wire_size if single else resource_logs.ByteSize()  # type: ignore[operator]
+            known_size = wire_size if len(resources) == 1 else None
+            service_bytes[0] += known_size if known_size is not None else resource_logs.ByteSize()
             scopes = resource_logs.scope_logs
             empty_scopes: list[int] = []
             kept: list[Forward] = []
@@ -371,24 +374,11 @@ class Sampler:
                 service_bytes[1] += sum(record.ByteSize() for record, _, _, count, _ in kept if count)
             else:  # only kept records are left: a cheap walk, before they grow by their annotations
                 service_bytes[1] += resource_logs.ByteSize()
-            for record, state, weight, count, tally in kept:
-                if has_prior:
-                    prior = take_prior_weight(record)
-                    tally.weight += weight * (prior - 1.0)
-                    weight *= prior
-                record.MergeFromString(state.annotation(weight) + count_annotation(count))
+            _annotate_kept(kept, has_prior)
         for resource_index in reversed(empty_resources):
             del resources[resource_index]
 
-        kept_total = 0
-        for (service, _, severity), tally in outcome.patterns.items():
-            totals = outcome.records.get((service, severity))
-            if totals is None:
-                totals = outcome.records[(service, severity)] = [0, 0]
-            totals[0] += tally.received
-            totals[1] += tally.kept
-            kept_total += tally.kept
-        outcome.received, outcome.kept = received, kept_total
+        outcome.received, outcome.kept = received, _tally_records(outcome)
         outcome.forwarded, outcome.rejected = forwarded, rejected
         if self._n_states > self._max_states:
             self._evict(now)
@@ -433,9 +423,8 @@ class Sampler:
                 level = _NUMBER_LEVELS[number]
             else:
                 severity_text = record.severity_text
-                level = level_of_text(severity_text) if severity_text else None
-                if level is None:
-                    level = state.body_level
+                text_level = level_of_text(severity_text) if severity_text else None
+                level = state.body_level if text_level is None else text_level
             levels = groups.get(state)
             if levels is None:
                 levels = groups[state] = [None] * N_LEVELS
@@ -534,15 +523,17 @@ class Sampler:
         if not group.kept:
             tail = old_tail + len(dropped)
         elif not dropped and not old_tail:  # nothing to carry: every kept record counts itself
-            for rows, weight, _ in group.kept:
-                forward += [(row[1], state, weight, 1, tally) for row in rows]
-                tally.counted += len(rows)
+            for run_rows, run_weight, _ in group.kept:
+                forward += [(row[1], state, run_weight, 1, tally) for row in run_rows]
+                tally.counted += len(run_rows)
             tail = 0
         else:
             runs = group.kept
-            if len(runs) == 1 and runs[0][2] is not None:  # the common case: the coin's winners
-                rows, weight, before = runs[0]
-                weights: Iterable[float] = itertools.repeat(weight)
+            rows: Sequence[Row]
+            weights: Iterable[float]
+            before: Sequence[int]
+            if len(runs) == 1 and (known_before := runs[0][2]) is not None:  # the coin's winners: common
+                rows, weights, before = runs[0][0], itertools.repeat(runs[0][1]), known_before
             else:
                 rows, weights, before = group.in_scope_order()
             if old_tail + len(dropped) < MAX_COUNT - len(rows):  # no count can reach the bound
@@ -617,7 +608,30 @@ class Sampler:
         self._n_states = sum(len(by_pattern) for by_pattern in self._states.values())
 
 
-def _kept_index(kept: tuple[Row, float]) -> int:
+def _annotate_kept(kept: list[Forward], has_prior: bool) -> None:
+    """Mark each kept record with its sample rate and count (a prior proxy's weight multiplied in)."""
+    for record, state, weight, count, tally in kept:
+        if has_prior:
+            prior = take_prior_weight(record)
+            tally.weight += weight * (prior - 1.0)
+            weight *= prior
+        record.MergeFromString(state.annotation(weight) + count_annotation(count))
+
+
+def _tally_records(outcome: BatchOutcome) -> int:
+    """Sum the outcome's pattern tallies into its per (service, severity) records; the records kept."""
+    kept_total = 0
+    for (service, _, severity), tally in outcome.patterns.items():
+        totals = outcome.records.get((service, severity))
+        if totals is None:
+            totals = outcome.records[(service, severity)] = [0, 0]
+        totals[0] += tally.received
+        totals[1] += tally.kept
+        kept_total += tally.kept
+    return kept_total
+
+
+def _kept_index(kept: tuple[Row, float, int]) -> int:
     return kept[0][0]
 
 
@@ -694,7 +708,7 @@ def toss(state: PatternState, group: Group, rate: float, reason: str) -> None:
         trace_id = row[2]
         if trace_id:
             # equal-length bytes compare as big-endian numbers: no int conversion
-            keep = trace_id[-TRACE_RANDOM_BYTES:] < threshold  # type: ignore[operator]
+            keep = trace_id[-TRACE_RANDOM_BYTES:] < threshold  # type: ignore[operator]  # rate < 1 here: a bytes threshold
         else:
             credit += rate
             keep = credit >= 1.0

@@ -10,7 +10,7 @@ import re
 from ..config import SEVERITY_NAMES
 
 TRACE, DEBUG, INFO, WARN, ERROR, FATAL = range(6)
-LEVEL_OF_NAME = {name: level for level, name in enumerate(SEVERITY_NAMES)}
+LEVEL_OF_NAME: dict[str, int] = {name: level for level, name in enumerate(SEVERITY_NAMES)}
 
 # OTLP SeverityNumber 1-4 TRACE, 5-8 DEBUG, 9-12 INFO, 13-16 WARN, 17-20 ERROR, 21-24 FATAL; index 0 unused.
 LEVEL_OF_NUMBER: tuple[int, ...] = (INFO, *(min((n - 1) // 4, FATAL) for n in range(1, 25)))
