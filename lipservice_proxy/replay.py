@@ -23,8 +23,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ScopeLogs
 
 from .config import SEVERITY_NAMES
+from .otlp.json_codec import json_to_message
 from .patterns import PatternEngine
-from .receivers.otlp_json import json_to_message
 from .sampling.counting import Tail
 from .sampling.decision import BatchOutcome, PatternTally
 from .sampling.policy import Policy

@@ -16,7 +16,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from ..errors import PermanentExportError
-from ..receivers.otlp_json import message_to_json
+from ..otlp.json_codec import message_to_json
 from .base import ExportResult, LogExporter
 
 log = logging.getLogger(__name__)

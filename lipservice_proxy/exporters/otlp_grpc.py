@@ -23,8 +23,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from ..config import OtlpGrpcExporterConfig
 from ..errors import ConfigError, ExportError, PermanentExportError, RetryableExportError
+from ..otlp.grpc_channel import open_channel, plaintext_hint
 from .base import UNREADABLE_RESPONSE, ExportResult, LogExporter, partial_success_result
-from .grpc_channel import open_channel, plaintext_hint
 
 LOGS_EXPORT_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"

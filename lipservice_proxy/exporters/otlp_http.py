@@ -36,7 +36,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 from .. import __version__
 from ..config import ClientTLS, OtlpHttpExporterConfig
 from ..errors import BadRequest, ConfigError, ExportError, PermanentExportError, RetryableExportError
-from ..receivers.otlp_json import json_to_message, message_to_json
+from ..otlp.json_codec import json_to_message, message_to_json
 from .base import UNREADABLE_RESPONSE, ExportResult, LogExporter, partial_success_result
 
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})

@@ -30,9 +30,9 @@ import grpc
 
 from ..analysis.loop import iso_time
 from ..auth import BearerAuthenticator
+from ..backoff import Backoff
 from ..config import MIB, SEVERITY_NAMES, FleetConfig, RetrySettings
 from ..errors import ConfigError, PolicyError
-from ..exporters.retry import Backoff
 from ..sampling.boosts import BoostTable
 from ..sampling.store import PolicyStore
 from ..telemetry import Telemetry

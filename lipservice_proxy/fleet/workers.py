@@ -40,9 +40,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, multiprocess
 
 from ..admin import json_response
+from ..backoff import Backoff
 from ..config import ProxyConfig, RetrySettings, host_port
 from ..errors import ConfigError, LipserviceError
-from ..exporters.retry import Backoff
 from ..listen import listen_error
 from .analyzer import Analyzer
 from .client import default_sampler_id

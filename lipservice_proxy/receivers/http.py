@@ -27,6 +27,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from ..config import MIB, HttpReceiverConfig, ServerTLS, host_port
 from ..errors import Backpressure, BadRequest, PayloadTooLarge, RequestError, RequestTimeout, UnsupportedMedia
 from ..listen import listen_error
+from ..otlp.json_codec import json_to_message
 from .connections import ConnectionGuard
 from .handler import (
     CONTENT_TYPES,
@@ -38,7 +39,6 @@ from .handler import (
     encode,
     status_body,
 )
-from .otlp_json import json_to_message
 from .passthrough import PassthroughError
 from .tls import server_ssl_context
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import grpc
 
 from ..config import PassthroughConfig
-from ..exporters.grpc_channel import open_channel
 from ..exporters.otlp_grpc import RETRYABLE_CODES, STATUS_DETAILS_KEY, retry_info_delay
+from ..otlp.grpc_channel import open_channel
 from ..telemetry import Telemetry
 
 # The upstream's status details travel back to the client, so its retry decision is the upstream's.
