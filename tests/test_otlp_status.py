@@ -1,0 +1,146 @@
+"""The one status table (otlp/status.py): every error class of the tree has a row or is one that never
+reaches a client, and each row says the same thing on HTTP, on gRPC and to the retry rules."""
+
+from __future__ import annotations
+
+import http.client
+
+import grpc
+import pytest
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+import lipservice_proxy.exporters.retry  # noqa: F401 - its ExportError subclasses join the tree
+from lipservice_proxy import errors
+from lipservice_proxy.otlp import status
+from lipservice_proxy.otlp.status import ANSWERS, NEVER_ANSWERED, UNEXPECTED, Answer, answer_for, relayed
+from tests.support.proxy import ProxyThread
+
+
+def tree(root: type[errors.LipserviceError]) -> list[type[errors.LipserviceError]]:
+    found = []
+    pending = [root]
+    while pending:
+        cls = pending.pop()
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def test_every_error_class_has_a_row_or_never_reaches_a_client() -> None:
+    missing = [
+        cls.__name__
+        for cls in tree(errors.LipserviceError)
+        if cls not in ANSWERS
+        and cls is not errors.PassthroughError  # answered with the upstream's own status
+        and not any(ancestor in NEVER_ANSWERED for ancestor in cls.__mro__)
+        and cls not in (errors.LipserviceError, errors.RequestError)  # abstract: never raised as such
+    ]
+    assert missing == [], f"add a row to otlp/status.ANSWERS (or to NEVER_ANSWERED) for {missing}"
+
+
+def test_a_new_error_without_a_row_is_caught() -> None:
+    class Unanswered(errors.RequestError):
+        pass
+
+    try:
+        assert Unanswered in tree(errors.LipserviceError) and Unanswered not in ANSWERS
+    finally:
+        del Unanswered
+
+
+def test_every_class_named_in_the_errors_docstring_is_in_the_tree() -> None:
+    names = {cls.__name__ for cls in tree(errors.LipserviceError)}
+    documented = {word for word in (errors.__doc__ or "").split() if word.endswith(("Error", "Request"))}
+    assert documented <= names
+
+
+@pytest.mark.parametrize("cls", list(ANSWERS), ids=lambda cls: cls.__name__)
+def test_each_row_is_consistent_with_the_otlp_retry_rules(cls: type[errors.LipserviceError]) -> None:
+    answer = ANSWERS[cls]
+    # What a client does with the answer must be the same over HTTP and over gRPC, and what the row says.
+    assert status.http_retryable(answer.http_status) == answer.retryable
+    # RequestTimeout is HTTP only (gRPC reads bodies itself): its gRPC code just labels the body
+    if cls is not errors.RequestTimeout:
+        assert status.grpc_retryable(answer.grpc_code, has_retry_info=answer.retryable) == answer.retryable
+    assert answer.outcome and answer.outcome.isidentifier()
+
+
+def test_subclasses_fall_back_to_the_nearest_row_and_bugs_to_unexpected() -> None:
+    class Shed(errors.Backpressure):
+        pass
+
+    assert answer_for(Shed("full")) == ANSWERS[errors.Backpressure]
+    assert answer_for(KeyError("bug")) == UNEXPECTED
+    assert answer_for(errors.PayloadTooLarge("x")).grpc_code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+@pytest.mark.parametrize(
+    ("code", "retry_info", "http_status", "retryable"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, False, 503, True),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, False, 504, True),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, True, 429, True),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, False, 413, False),
+        (grpc.StatusCode.INVALID_ARGUMENT, False, 400, False),
+        (grpc.StatusCode.UNAUTHENTICATED, False, 401, False),
+        (grpc.StatusCode.PERMISSION_DENIED, False, 403, False),
+        (grpc.StatusCode.UNIMPLEMENTED, False, 404, False),
+        (grpc.StatusCode.INTERNAL, False, 500, False),
+    ],
+)
+def test_an_upstream_status_is_relayed_as_an_otlp_http_server_would_say_it(
+    code: grpc.StatusCode, retry_info: bool, http_status: int, retryable: bool
+) -> None:
+    assert relayed(code, retry_info) == Answer(http_status, code, retryable, code.name.lower())
+    error = errors.PassthroughError(code.value[0], "upstream says", retry_after=1.5 if retry_info else None)
+    assert answer_for(error).http_status == http_status
+    assert status.retry_after(error) == (1.5 if retry_info and retryable else None)
+
+
+def error_records(count: int) -> bytes:
+    """ERROR records, which every policy keeps, so each one goes to the exporter's queue."""
+    request = ExportLogsServiceRequest()
+    records = request.resource_logs.add().scope_logs.add().log_records
+    for i in range(count):
+        records.add(severity_number=17).body.string_value = f"payment {i} failed"
+    return request.SerializeToString()
+
+
+def http_post(proxy: ProxyThread, path: str, body: bytes) -> tuple[int, status_pb2.Status]:
+    connection = http.client.HTTPConnection("127.0.0.1", proxy.running.ports["http"], timeout=10)
+    try:
+        connection.request("POST", path, body, {"Content-Type": "application/x-protobuf"})
+        response = connection.getresponse()
+        return response.status, status_pb2.Status.FromString(response.read())
+    finally:
+        connection.close()
+
+
+def test_both_receivers_answer_a_request_no_queue_can_hold_from_the_same_row() -> None:
+    """A request over the queue's max_records was INVALID_ARGUMENT on gRPC but 413 on HTTP; the row
+    makes it RESOURCE_EXHAUSTED (without RetryInfo: permanent) and `too_large` on both."""
+    config = {"exporters": [{"type": "debug", "stream": "stderr", "queue": {"max_records": 5}}]}
+    with ProxyThread(config) as proxy:
+        status_code, body = http_post(proxy, "/v1/logs", error_records(10))
+        assert (status_code, body.code) == (413, grpc.StatusCode.RESOURCE_EXHAUSTED.value[0])
+        assert "never fit" in body.message
+        channel = grpc.insecure_channel(proxy.grpc_endpoint)
+        export = channel.unary_unary("/opentelemetry.proto.collector.logs.v1.LogsService/Export")
+        with pytest.raises(grpc.RpcError) as refused:
+            export(error_records(10), timeout=10)
+        channel.close()
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "never fit" in (refused.value.details() or "")
+        assert dict(refused.value.trailing_metadata() or ()).keys().isdisjoint({"google.rpc.retryinfo-bin"})
+        for protocol in ("http", "grpc"):
+            labels = {"protocol": protocol, "outcome": "too_large"}
+            assert proxy.metric("lipservice_receiver_requests_total", labels) == 1
+
+
+def test_a_signal_without_passthrough_is_answered_and_counted_from_its_row() -> None:
+    with ProxyThread({"exporters": [{"type": "debug", "stream": "stderr"}]}) as proxy:
+        status_code, body = http_post(proxy, "/v1/metrics", b"")
+        assert (status_code, body.code) == (404, grpc.StatusCode.UNIMPLEMENTED.value[0])
+        labels = {"protocol": "http", "outcome": "not_accepted"}
+        assert proxy.metric("lipservice_receiver_requests_total", labels) == 1
