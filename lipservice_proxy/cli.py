@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .config import SEVERITY_NAMES
 from .errors import ConfigError, InputError, LipserviceError, PolicyError
 from .patterns.command import add_arguments as add_pattern_arguments
+from .sampling.severity import SEVERITY_NAMES
 
 if TYPE_CHECKING:
     from .config import ProxyConfig

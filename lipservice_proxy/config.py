@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError
+from .sampling.severity import SeverityName
 
 ENV_PREFIX = "LIPSERVICE_"
 MIB = 1024 * 1024
@@ -74,9 +75,6 @@ Duration = Annotated[
     ),
 ]
 """Seconds; written in the file as 200ms, 30s, 5m, 1h or a bare number of seconds."""
-
-SEVERITY_NAMES = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
-SeverityName = Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
 
 
 def _split_host_port(endpoint: str) -> tuple[str, int]:

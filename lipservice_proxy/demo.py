@@ -24,8 +24,9 @@ from typing import Any, TextIO
 import yaml
 
 from .admin import with_reasons
-from .config import SEVERITY_NAMES, ProxyConfig
+from .config import ProxyConfig
 from .errors import InputError
+from .sampling.severity import SEVERITY_NAMES
 
 WORKLOAD = files("lipservice_proxy") / "data" / "demo_workload.yaml"
 USERS = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy")

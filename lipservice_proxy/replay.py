@@ -22,13 +22,13 @@ import orjson
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ScopeLogs
 
-from .config import SEVERITY_NAMES
 from .otlp.json_codec import json_to_message
 from .patterns import PatternEngine
 from .sampling.counting import Tail
 from .sampling.decision import BatchOutcome, PatternTally
 from .sampling.policy import Policy
 from .sampling.sampler import UNKNOWN_SERVICE, Sampler, service_name
+from .sampling.severity import SEVERITY_NAMES
 from .sampling.window import window_start
 
 if TYPE_CHECKING:

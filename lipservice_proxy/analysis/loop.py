@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
 
-from ..config import SEVERITY_NAMES, AnalysisConfig
+from ..config import AnalysisConfig
 from ..memlimit import cgroup_headroom
 from ..sampling.boosts import BoostTable
 from ..sampling.policy import Policy
-from ..sampling.severity import ERROR, INFO
+from ..sampling.severity import ERROR, INFO, SEVERITY_NAMES
 from ..sampling.store import PolicyStore
 from ..telemetry import Telemetry
 from .anomalies import DEFAULT_THRESHOLDS, NEW_PATTERN, Anomaly, Thresholds, detect

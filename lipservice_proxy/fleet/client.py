@@ -31,9 +31,10 @@ import grpc
 from ..analysis.loop import iso_time
 from ..auth import BearerAuthenticator
 from ..backoff import Backoff
-from ..config import MIB, SEVERITY_NAMES, FleetConfig, RetrySettings
+from ..config import MIB, FleetConfig, RetrySettings
 from ..errors import ConfigError, PolicyError
 from ..sampling.boosts import BoostTable
+from ..sampling.severity import SEVERITY_NAMES
 from ..sampling.store import PolicyStore
 from ..telemetry import Telemetry
 from . import policy_pb2 as pb

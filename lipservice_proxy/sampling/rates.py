@@ -9,9 +9,8 @@ generalises; templates do not).
 
 from __future__ import annotations
 
-from ..config import SEVERITY_NAMES
 from .policy import PatternRule, Policy
-from .severity import ERROR
+from .severity import ERROR, SEVERITY_NAMES
 
 
 class _RuleIndex:
