@@ -53,7 +53,7 @@ def _run(args: argparse.Namespace) -> int:
                 "--workers runs one host's standalone proxy as N sampler processes and their analyzer; "
                 "it cannot be combined with --role sampler or --role analyzer"
             )
-        from .fleet.metricsdir import enable_multiprocess_metrics
+        from .metricsdir import enable_multiprocess_metrics
 
         enable_multiprocess_metrics()  # before anything imports prometheus_client
     elif args.worker_index is not None:

@@ -30,7 +30,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from . import __version__
-from .fleet.metricsdir import MULTIPROCESS_DIR_ENV
+from .metricsdir import MULTIPROCESS_DIR_ENV
 
 if TYPE_CHECKING:
     from .sampling.decision import BatchOutcome
