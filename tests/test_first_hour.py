@@ -10,6 +10,7 @@ import socketserver
 import subprocess
 import sys
 import threading
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -398,6 +399,36 @@ def test_the_kubernetes_docs_validate_the_rendered_config_and_catch_a_typo(tmp_p
 
 
 # ---- 8. ARCHITECTURE.md, and no pointer to a DESIGN.md that is not there ----
+
+
+def test_the_import_contracts_hold_and_architecture_md_describes_each() -> None:
+    contracts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    assert len(contracts) >= 5
+    section = (REPO / "ARCHITECTURE.md").read_text().split("### Import contracts", 1)[1].split("\n## ", 1)[0]
+    for contract in contracts:  # the modules each contract names, as ARCHITECTURE.md writes them
+        for expression in [*contract.get("layers", []), *contract.get("protected_modules", [])]:
+            for module in expression.split("|"):
+                short = module.strip().removeprefix("lipservice_proxy.").replace(".", "/")
+                assert re.search(rf"`{re.escape(short)}(/|\.py)?`", section), short
+    # The pure core is every sampling module but the store: a new one must join the contract.
+    (pure,) = [c for c in contracts if "lipservice_proxy.sampling.sampler" in c.get("source_modules", [])]
+    sampling = {
+        f"lipservice_proxy.sampling.{p.stem}" for p in (REPO / "lipservice_proxy/sampling").glob("*.py")
+    }
+    expected = {"lipservice_proxy.patterns"} | sampling - {
+        "lipservice_proxy.sampling.__init__",
+        "lipservice_proxy.sampling.store",
+    }
+    assert set(pure["source_modules"]) == expected
+    assert all(f"{name}," in section or f"{name}." in section for name in pure["forbidden_modules"])
+    lint = subprocess.run(
+        [str(Path(sys.executable).parent / "lint-imports"), "--no-cache"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert lint.returncode == 0, lint.stdout[-3000:]
 
 
 def test_architecture_md_names_only_code_that_exists_and_nothing_points_at_design_md() -> None:
