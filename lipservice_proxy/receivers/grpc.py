@@ -21,10 +21,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 
 from ..config import MIB, GrpcReceiverConfig, ServerTLS
-from ..errors import Backpressure, PassthroughError, RequestError, Unauthenticated
+from ..errors import Backpressure, PassthroughError, PayloadTooLarge, RequestError, Unauthenticated
 from ..listen import check_grpc_endpoint, grpc_bind_failed
 from ..otlp.retry_info import retry_info_trailer
-from ..otlp.status import UNEXPECTED, answer_for, retry_after
+from ..otlp.status import ANSWERS, UNEXPECTED, answer_for, retry_after
 from .handler import ReceiverContext, count_accepted
 from .tls import grpc_server_credentials
 
@@ -123,13 +123,14 @@ class GrpcReceiver:
         await self._authenticate(context)
         request = await context.read()
         if request is grpc.aio.EOF:  # gRPC refused the message and has answered RESOURCE_EXHAUSTED
-            self._count("too_large")
+            self._count(ANSWERS[PayloadTooLarge].outcome)
             await _call_done(context)  # answering before grpc has closed the call logs an error
             return b""
         # Abort after the except block, not inside it: abort raises, and an exception raised while
         # another is handled chains it, so grpc.aio's last aborted call would hold the refused request
         # (through the traceback) until the next one replaces it.
-        answer, message, delay = UNEXPECTED, "internal error", None
+        answer, message = UNEXPECTED, "internal error"
+        delay: float | None = None
         try:
             response = await self._logs.handle(request, "protobuf")
         except (RequestError, Backpressure) as exc:
