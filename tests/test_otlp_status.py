@@ -13,8 +13,11 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 import lipservice_proxy.exporters.retry  # noqa: F401 - its ExportError subclasses join the tree
 from lipservice_proxy import errors
 from lipservice_proxy.otlp import status
+from lipservice_proxy.otlp.retry_info import retry_info_delay
 from lipservice_proxy.otlp.status import ANSWERS, NEVER_ANSWERED, UNEXPECTED, Answer, answer_for, relayed
+from tests.support.otlp_samples import trace_request
 from tests.support.proxy import ProxyThread
+from tests.support.sink import SinkThread
 
 
 def tree(root: type[errors.LipserviceError]) -> list[type[errors.LipserviceError]]:
@@ -108,11 +111,21 @@ def error_records(count: int) -> bytes:
 
 
 def http_post(proxy: ProxyThread, path: str, body: bytes) -> tuple[int, status_pb2.Status]:
+    status_code, _, answer = http_exchange(proxy, path, body)
+    return status_code, answer
+
+
+def http_exchange(proxy: ProxyThread, path: str, body: bytes) -> tuple[int, str | None, status_pb2.Status]:
+    """The status, the Retry-After header and the google.rpc.Status body of one protobuf POST."""
     connection = http.client.HTTPConnection("127.0.0.1", proxy.running.ports["http"], timeout=10)
     try:
         connection.request("POST", path, body, {"Content-Type": "application/x-protobuf"})
         response = connection.getresponse()
-        return response.status, status_pb2.Status.FromString(response.read())
+        return (
+            response.status,
+            response.getheader("Retry-After"),
+            status_pb2.Status.FromString(response.read()),
+        )
     finally:
         connection.close()
 
@@ -144,3 +157,33 @@ def test_a_signal_without_passthrough_is_answered_and_counted_from_its_row() -> 
         assert (status_code, body.code) == (404, grpc.StatusCode.UNIMPLEMENTED.value[0])
         labels = {"protocol": "http", "outcome": "not_accepted"}
         assert proxy.metric("lipservice_receiver_requests_total", labels) == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "retry_after", "http_status", "header"),
+    [
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, 2.0, 429, "2"),  # throttled: retry after the upstream's delay
+        (grpc.StatusCode.INVALID_ARGUMENT, None, 400, None),
+    ],
+)
+def test_an_upstream_refusal_reaches_passthrough_clients_as_the_upstream_said_it(
+    code: grpc.StatusCode, retry_after: float | None, http_status: int, header: str | None
+) -> None:
+    traces = trace_request().SerializeToString()
+    with SinkThread() as sink:
+        sink.sink.fail_grpc(code, retry_after=retry_after, message="upstream refuses")
+        config = {
+            "passthrough": {"traces": f"http://{sink.sink.grpc_endpoint}"},
+            "exporters": [{"type": "debug", "stream": "stderr"}],
+        }
+        with ProxyThread(config) as proxy:
+            status_code, retry_header, body = http_exchange(proxy, "/v1/traces", traces)
+            assert (status_code, retry_header, body.code) == (http_status, header, code.value[0])
+            assert body.message == "upstream: upstream refuses"
+            channel = grpc.insecure_channel(proxy.grpc_endpoint)
+            export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+            with pytest.raises(grpc.RpcError) as refused:
+                export(traces, timeout=10)
+            channel.close()
+    assert (refused.value.code(), refused.value.details()) == (code, "upstream refuses")
+    assert retry_info_delay(refused.value.trailing_metadata()) == retry_after
