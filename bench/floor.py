@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from lipservice_proxy.errors import BadRequest
-from lipservice_proxy.receivers.otlp_json import json_to_message
+from lipservice_proxy.otlp.json_codec import json_to_message
 
 from .serving import (
     EXPORT_METHOD,

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from lipservice_proxy.receivers.otlp_json import json_to_message, message_to_json
+from lipservice_proxy.otlp.json_codec import json_to_message, message_to_json
 from tests.support.otlp_samples import log_request
 
 

@@ -29,7 +29,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from lipservice_proxy.receivers.otlp_json import message_to_json
+from lipservice_proxy.otlp.json_codec import message_to_json
 from tests.support.loghub import available_systems, iter_lines
 
 Transport = Literal["grpc", "http"]

@@ -13,7 +13,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
-from lipservice_proxy.receivers.otlp_json import message_to_json
+from lipservice_proxy.otlp.json_codec import message_to_json
 
 
 def request_of(*records: LogRecord, service: str = "fuzz") -> ExportLogsServiceRequest:

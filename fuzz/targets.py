@@ -15,10 +15,10 @@ from collections.abc import Callable
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from lipservice_proxy.errors import RequestError
+from lipservice_proxy.otlp.json_codec import json_to_message, message_to_json
 from lipservice_proxy.patterns import PatternEngine
 from lipservice_proxy.receivers.handler import decode_protobuf
 from lipservice_proxy.receivers.http import inflate
-from lipservice_proxy.receivers.otlp_json import json_to_message, message_to_json
 from lipservice_proxy.sampling.annotate import COUNT, OWN_KEYS, PATTERN_ID, SAMPLE_RATE, TEMPLATE
 from lipservice_proxy.sampling.policy import Policy
 from lipservice_proxy.sampling.sampler import Sampler

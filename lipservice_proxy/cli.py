@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .config import SEVERITY_NAMES
 from .errors import ConfigError, InputError, LipserviceError, PolicyError
 from .patterns.command import add_arguments as add_pattern_arguments
+from .sampling.severity import SEVERITY_NAMES
 
 if TYPE_CHECKING:
     from .config import ProxyConfig
@@ -53,7 +53,7 @@ def _run(args: argparse.Namespace) -> int:
                 "--workers runs one host's standalone proxy as N sampler processes and their analyzer; "
                 "it cannot be combined with --role sampler or --role analyzer"
             )
-        from .fleet.metricsdir import enable_multiprocess_metrics
+        from .metricsdir import enable_multiprocess_metrics
 
         enable_multiprocess_metrics()  # before anything imports prometheus_client
     elif args.worker_index is not None:

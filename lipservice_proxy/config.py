@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
+from .sampling.severity import SeverityName
 
 ENV_PREFIX = "LIPSERVICE_"
 MIB = 1024 * 1024
@@ -89,9 +90,6 @@ def _positive(seconds: float) -> float:
 
 PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
 """A Duration that must be above zero: an interval or a timeout."""
-
-SeverityName = Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
-SEVERITY_NAMES: tuple[SeverityName, ...] = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 
 
 def _split_host_port(endpoint: str) -> tuple[str, int]:

@@ -23,9 +23,10 @@ from typing import Any, TextIO
 
 import yaml
 
-from .config import SEVERITY_NAMES, ProxyConfig
+from .config import ProxyConfig
 from .errors import InputError
 from .sampling.rates import RateSource
+from .sampling.severity import SEVERITY_NAMES
 
 WORKLOAD = files("lipservice_proxy") / "data" / "demo_workload.yaml"
 USERS = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy")

@@ -12,10 +12,9 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from .config import SEVERITY_NAMES
 from .sampling.boosts import Boost
 from .sampling.rates import PROTECTED, RateSource, Resolved, busiest_sampled_level
-from .sampling.severity import ERROR
+from .sampling.severity import ERROR, SEVERITY_NAMES
 
 Resolve = Callable[[str, str, str], Resolved]  # (service, pattern id, template): Sampler.resolve
 

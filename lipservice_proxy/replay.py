@@ -23,13 +23,13 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ScopeLogs, SeverityNumber
 
-from .config import SEVERITY_NAMES
+from .otlp.json_codec import json_to_message
 from .patterns import PatternEngine
-from .receivers.otlp_json import json_to_message
 from .sampling.counting import Tail
 from .sampling.decision import BatchOutcome, PatternTally
 from .sampling.policy import Policy
 from .sampling.sampler import UNKNOWN_SERVICE, Sampler, service_name
+from .sampling.severity import SEVERITY_NAMES
 from .sampling.window import window_start
 
 if TYPE_CHECKING:

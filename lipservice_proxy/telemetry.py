@@ -30,7 +30,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from . import __version__
-from .fleet.metricsdir import MULTIPROCESS_DIR_ENV
+from .metricsdir import MULTIPROCESS_DIR_ENV
 
 if TYPE_CHECKING:
     from .sampling.decision import BatchOutcome
@@ -160,7 +160,8 @@ class Telemetry:
         self.receiver_requests = Counter(
             "lipservice_receiver_requests_total",
             "Export requests received, by protocol (grpc, http) and outcome "
-            "(success, partial, invalid, too_large, unsupported, refused, unauthenticated, error; "
+            "(success, partial, invalid, too_large, unsupported, timeout, refused, unauthenticated, "
+            "not_accepted, error; "
             "connections cut: header_timeout, connection_limit).",
             ["protocol", "outcome"],
             registry=r,

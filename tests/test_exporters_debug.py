@@ -16,7 +16,7 @@ from lipservice_proxy.errors import PermanentExportError
 from lipservice_proxy.exporters import build_exporter
 from lipservice_proxy.exporters.base import ExportResult, LogExporter
 from lipservice_proxy.exporters.debug import DebugExporter
-from lipservice_proxy.receivers.otlp_json import json_to_message
+from lipservice_proxy.otlp.json_codec import json_to_message
 from tests.support.otlp_samples import log_request
 
 

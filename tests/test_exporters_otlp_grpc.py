@@ -15,9 +15,9 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from lipservice_proxy.config import ClientTLS, OtlpGrpcExporterConfig, RetrySettings
 from lipservice_proxy.errors import ConfigError, ExportError, PermanentExportError, RetryableExportError
 from lipservice_proxy.exporters.base import ExportResult
-from lipservice_proxy.exporters.grpc_channel import GrpcTarget, parse_endpoint
 from lipservice_proxy.exporters.otlp_grpc import OtlpGrpcExporter
 from lipservice_proxy.exporters.retry import call_with_retry
+from lipservice_proxy.otlp.grpc_channel import GrpcTarget, parse_endpoint
 from tests.support.certs import self_signed_certificate
 from tests.support.exporting import export_error, export_once
 from tests.support.leaks import no_resource_leaks  # noqa: F401 - a fixture

@@ -19,7 +19,7 @@ from lipservice_proxy.config import ClientTLS, OtlpHttpExporterConfig
 from lipservice_proxy.errors import PermanentExportError, RetryableExportError
 from lipservice_proxy.exporters.base import ExportResult
 from lipservice_proxy.exporters.otlp_http import OtlpHttpExporter, describe_error_body, parse_retry_after
-from lipservice_proxy.receivers.otlp_json import json_to_message
+from lipservice_proxy.otlp.json_codec import json_to_message
 from tests.support.certs import self_signed_certificate
 from tests.support.exporting import export_error, export_once
 from tests.support.leaks import no_resource_leaks  # noqa: F401 - a fixture

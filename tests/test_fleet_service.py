@@ -21,9 +21,9 @@ import pytest
 import yaml
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
+from lipservice_proxy.backoff import Backoff
 from lipservice_proxy.config import ProxyConfig, RetrySettings, load_config
 from lipservice_proxy.errors import ConfigError
-from lipservice_proxy.exporters.retry import Backoff
 from lipservice_proxy.fleet import client as fleet_client
 from lipservice_proxy.fleet import policy_pb2 as pb
 from lipservice_proxy.fleet.analyzer import Analyzer

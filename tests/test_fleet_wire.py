@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lipservice_proxy.config import MIB, SEVERITY_NAMES
+from lipservice_proxy.config import MIB
 from lipservice_proxy.errors import BadRequest, PolicyError
 from lipservice_proxy.fleet import policy_pb2 as pb
 from lipservice_proxy.fleet.feed import PolicyFeed
@@ -23,6 +23,7 @@ from lipservice_proxy.fleet.wire import (
 from lipservice_proxy.sampling.boosts import Boost
 from lipservice_proxy.sampling.decision import BatchOutcome, PatternTally
 from lipservice_proxy.sampling.policy import PatternRule, Policy
+from lipservice_proxy.sampling.severity import SEVERITY_NAMES
 from lipservice_proxy.sampling.store import PolicyStore
 from lipservice_proxy.telemetry import Telemetry
 

@@ -21,8 +21,8 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 
 from fuzz import payloads, targets
 from lipservice_proxy.errors import BadRequest, RequestError
+from lipservice_proxy.otlp.json_codec import MAX_NESTING, json_to_message, message_to_json
 from lipservice_proxy.receivers.handler import decode_protobuf
-from lipservice_proxy.receivers.otlp_json import MAX_NESTING, json_to_message, message_to_json
 
 EXAMPLES = int(os.environ.get("LIPSERVICE_FUZZ_EXAMPLES", "300"))
 fuzz_settings = settings(

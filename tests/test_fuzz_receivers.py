@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fuzz import payloads
-from lipservice_proxy.receivers.otlp_json import message_to_json
+from lipservice_proxy.otlp.json_codec import message_to_json
 
 from .support.proxy import ProxyProcess, http_get, sink_exporter
 from .support.sink import SinkThread

@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from lipservice_proxy.receivers.otlp_json import json_to_message
+from lipservice_proxy.otlp.json_codec import json_to_message
 
 from .support.otelcol import OtelcolProcess, free_port, otlp_receivers, quiet_service
 from .support.otlp_samples import log_request, loghub_lines, metrics_request, trace_request

@@ -18,8 +18,8 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from fuzz import payloads
 from lipservice_proxy.config import RecordLimits
+from lipservice_proxy.otlp.json_codec import json_to_message, message_to_json
 from lipservice_proxy.patterns import PatternEngine
-from lipservice_proxy.receivers.otlp_json import json_to_message, message_to_json
 from lipservice_proxy.sampling.policy import Policy
 from lipservice_proxy.sampling.sampler import Sampler
 

@@ -29,7 +29,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from lipservice_proxy.errors import BadRequest
-from lipservice_proxy.receivers.otlp_json import MAX_NESTING, json_to_message, message_to_json
+from lipservice_proxy.otlp.json_codec import MAX_NESTING, json_to_message, message_to_json
 from tests.support.otlp_samples import any_value, log_request, metrics_request, trace_request
 
 SAMPLES = {

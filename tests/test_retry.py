@@ -12,11 +12,12 @@ from typing import Any
 import grpc
 import pytest
 
+from lipservice_proxy.backoff import Backoff
 from lipservice_proxy.config import OtlpGrpcExporterConfig, OtlpHttpExporterConfig, RetrySettings
 from lipservice_proxy.errors import ExportError, PermanentExportError, RetryableExportError
 from lipservice_proxy.exporters import build_exporter
 from lipservice_proxy.exporters.base import ExportResult
-from lipservice_proxy.exporters.retry import Backoff, HintBeyondBudget, RetriesExhausted, call_with_retry
+from lipservice_proxy.exporters.retry import HintBeyondBudget, RetriesExhausted, call_with_retry
 from tests.support.leaks import no_resource_leaks  # noqa: F401 - a fixture
 from tests.support.otlp_samples import log_request
 from tests.support.sink import OtlpSink, SinkThread

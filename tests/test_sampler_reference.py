@@ -18,7 +18,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from lipservice_proxy.config import SEVERITY_NAMES
 from lipservice_proxy.patterns import PatternEngine
 from lipservice_proxy.sampling.annotate import COUNT, PATTERN_ID, SAMPLE_RATE
 from lipservice_proxy.sampling.boosts import BoostTable
@@ -26,6 +25,7 @@ from lipservice_proxy.sampling.counting import SEVERITY_NUMBERS
 from lipservice_proxy.sampling.policy import Policy
 from lipservice_proxy.sampling.reference import Record, ReferenceSampler
 from lipservice_proxy.sampling.sampler import Sampler
+from lipservice_proxy.sampling.severity import SEVERITY_NAMES
 
 SHAPES = ("alpha job {} finished", "beta cache {} missed", "gamma user {} logged in", "delta disk {} full")
 SERVICES = ("api", "db")

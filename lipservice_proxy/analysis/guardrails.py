@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..config import SEVERITY_NAMES
 from ..sampling.policy import PROTECTED_SEVERITIES, Policy
+from ..sampling.severity import SEVERITY_NAMES
 
 # Pattern rules in one policy. The busiest patterns carry nearly all the volume; past the cap the
 # rarest fall back to their severity's rate. A bigger policy costs every process that loads it

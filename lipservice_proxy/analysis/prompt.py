@@ -22,8 +22,8 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..config import SEVERITY_NAMES, SeverityName
 from ..sampling.policy import Policy
+from ..sampling.severity import SEVERITY_NAMES, SeverityName
 from .anomalies import Anomaly
 from .clustering import Clustering
 from .guardrails import Candidate, KnownPattern, Limits, RateChange

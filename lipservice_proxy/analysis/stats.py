@@ -19,9 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import SEVERITY_NAMES
 from ..sampling.decision import BatchOutcome
-from ..sampling.severity import ERROR, LEVEL_OF_NAME
+from ..sampling.severity import ERROR, LEVEL_OF_NAME, SEVERITY_NAMES
 
 N_LEVELS = len(SEVERITY_NAMES)
 EMA_ALPHA = 0.3  # weight of the newest interval: a baseline forgets a burst within a few intervals

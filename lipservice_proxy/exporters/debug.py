@@ -19,7 +19,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from ..config import DebugExporterConfig
 from ..errors import PermanentExportError
-from ..receivers.otlp_json import message_to_json
+from ..otlp.json_codec import message_to_json
 from .base import ExportResult, LogExporter
 
 log = logging.getLogger(__name__)

@@ -1,10 +1,10 @@
 """OTLP/gRPC log exporter: the payload bytes go out as they are, never re-serialized.
 
-Status handling follows the OTLP specification: CANCELLED, DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE,
-UNAVAILABLE and DATA_LOSS are retryable; RESOURCE_EXHAUSTED is retryable only when the server attached
-`google.rpc.RetryInfo` to the status (trailer `grpc-status-details-bin`), whose delay becomes
-`retry_after`; every other code is permanent. A partial success in the response is reported as
-`ExportResult.rejected_records`.
+Status handling follows the OTLP specification (`otlp/status.grpc_retryable`): CANCELLED,
+DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE, UNAVAILABLE and DATA_LOSS are retryable; RESOURCE_EXHAUSTED
+is retryable only when the server attached `google.rpc.RetryInfo` to the status (trailer
+`grpc-status-details-bin`), whose delay becomes `retry_after`; every other code is permanent. A
+partial success in the response is reported as `ExportResult.rejected_records`.
 
 A call made while the channel has no connection fails at once with UNAVAILABLE. `reconnected` then
 watches the channel (which reconnects on its own, at most `grpc.max_reconnect_backoff_ms` apart) and
@@ -14,50 +14,21 @@ however long its own backoff has grown.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import grpc
 from google.protobuf.message import DecodeError
-from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
 from ..config import OtlpGrpcExporterConfig
 from ..errors import ConfigError, ExportError, PermanentExportError, RetryableExportError
+from ..otlp.grpc_channel import open_channel, plaintext_hint
+from ..otlp.retry_info import Metadata, retry_info_delay
+from ..otlp.status import grpc_retryable
 from .base import UNREADABLE_RESPONSE, ExportResult, LogExporter, partial_success_result
-from .grpc_channel import open_channel, plaintext_hint
 
 LOGS_EXPORT_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
-STATUS_DETAILS_KEY = "grpc-status-details-bin"
-
-RETRYABLE_CODES = frozenset(
-    {
-        grpc.StatusCode.CANCELLED,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.OUT_OF_RANGE,
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DATA_LOSS,
-    }
-)
-
-Metadata = Iterable[tuple[str, str | bytes]]
 READY = grpc.ChannelConnectivity.READY
-
-
-def retry_info_delay(trailing_metadata: Metadata | None) -> float | None:
-    """Seconds from a `google.rpc.RetryInfo` in the status details, or None when there is none."""
-    for key, value in trailing_metadata or ():
-        if key != STATUS_DETAILS_KEY or not isinstance(value, bytes):
-            continue
-        try:
-            status = status_pb2.Status.FromString(value)
-        except DecodeError:
-            return None
-        for detail in status.details:
-            info = error_details_pb2.RetryInfo()
-            if detail.Unpack(info):
-                return max(0.0, info.retry_delay.seconds + info.retry_delay.nanos / 1e9)
-    return None
 
 
 def classify_rpc_error(
@@ -66,7 +37,7 @@ def classify_rpc_error(
     """The export error an RPC failure means under the OTLP rules (reusable by any OTLP/gRPC client)."""
     delay = retry_info_delay(trailing_metadata)
     message = f"gRPC {code.name}: {details or 'no details'}"
-    if code in RETRYABLE_CODES or (code == grpc.StatusCode.RESOURCE_EXHAUSTED and delay is not None):
+    if grpc_retryable(code, has_retry_info=delay is not None):
         return RetryableExportError(message, retry_after=delay)
     return PermanentExportError(message)
 

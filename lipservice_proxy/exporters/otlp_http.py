@@ -1,10 +1,10 @@
 """OTLP/HTTP log exporter (aiohttp): protobuf or JSON bodies, optional gzip, OTLP's status rules.
 
-429, 502, 503 and 504 are retryable and their Retry-After (seconds or an HTTP-date) becomes
-`retry_after`; a connection failure or a timeout is retryable too; every other 4xx/5xx (and a 3xx,
-since redirects are not followed) is permanent. A 2xx body is read, as protobuf or JSON by its
-Content-Type, for a partial success; an error body holding a `google.rpc.Status` lends its message to
-the error text.
+429, 502, 503 and 504 are retryable (`otlp/status.http_retryable`) and their Retry-After (seconds or
+an HTTP-date) becomes `retry_after`; a connection failure or a timeout is retryable too; every other
+4xx/5xx (and a 3xx, since redirects are not followed) is permanent. A 2xx body is read, as protobuf or
+JSON by its Content-Type, for a partial success; an error body holding a `google.rpc.Status` lends its
+message to the error text.
 
 After a failure to connect, `reconnected` tries a plain TCP connection to the upstream every
 RECONNECT_PROBE_INTERVAL and returns once one succeeds, so a retry waiting on a long backoff goes
@@ -36,10 +36,10 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 from .. import __version__
 from ..config import ClientTLS, OtlpHttpExporterConfig
 from ..errors import BadRequest, ConfigError, ExportError, PermanentExportError, RetryableExportError
-from ..receivers.otlp_json import json_to_message, message_to_json
+from ..otlp.json_codec import json_to_message, message_to_json
+from ..otlp.status import http_retryable
 from .base import UNREADABLE_RESPONSE, ExportResult, LogExporter, partial_success_result
 
-RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 CONTENT_TYPES = {"protobuf": "application/x-protobuf", "json": "application/json"}
 GZIP_LEVEL = 6
 GZIP_IN_THREAD_BYTES = 256 * 1024
@@ -240,6 +240,6 @@ class OtlpHttpExporter(LogExporter):
 
     def status_error(self, status: int, message: str, retry_after: float | None) -> ExportError:
         """The error a non-2xx status means; subclasses add advice for statuses they know better."""
-        if status in RETRYABLE_STATUSES:
+        if http_retryable(status):
             return RetryableExportError(message, retry_after=retry_after)
         return PermanentExportError(message)

@@ -1,8 +1,8 @@
 """Deadline-bounded exponential backoff with jitter, honouring server hints, stopping at shutdown.
 
-The schedule is pure (`Backoff`); `call_with_retry` is the thin async shell around it. A server hint
-(HTTP Retry-After, gRPC RetryInfo) bounds the wait from below: the wait is the larger of the computed
-backoff and the hint, so `Retry-After: 0` cannot turn the loop into a tight one. The loop ends when
+The schedule is pure (`backoff.Backoff`); `call_with_retry` is the thin async shell around it. A
+server hint (HTTP Retry-After, gRPC RetryInfo) bounds the wait from below: the wait is the larger of the
+computed backoff and the hint, so `Retry-After: 0` cannot turn the loop into a tight one. The loop ends when
 the attempt succeeds, the error is permanent, the next wait would pass `max_elapsed`, or `stop` is set;
 in the last case the last retryable error is re-raised so a persistent queue keeps the batch.
 
@@ -17,11 +17,11 @@ ends the loop at once with `HintBeyondBudget`, which says so, unless the caller 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from ..backoff import Backoff
 from ..config import RetrySettings
 from ..errors import ExportError, PermanentExportError
 
@@ -34,23 +34,6 @@ class RetriesExhausted(PermanentExportError):
 
 class HintBeyondBudget(RetriesExhausted):
     """The server asked for a wait longer than what is left of `max_elapsed`."""
-
-
-class Backoff:
-    """The next wait: exponential from `initial_interval` up to `max_interval`, with +/- jitter, and never
-    shorter than the server's hint."""
-
-    def __init__(self, settings: RetrySettings, rng: Callable[[], float] = random.random) -> None:
-        self._settings = settings
-        self._rng = rng
-        self._interval = settings.initial_interval
-
-    def next_delay(self, hint: float | None = None) -> float:
-        interval = self._interval
-        self._interval = min(interval * self._settings.multiplier, self._settings.max_interval)
-        spread = self._settings.randomization_factor * interval
-        computed = max(0.0, interval - spread + 2 * spread * self._rng())
-        return computed if hint is None else max(computed, hint)
 
 
 async def call_with_retry(

@@ -29,9 +29,9 @@ from typing import Any
 import grpc
 
 from ..auth import BearerAuthenticator
+from ..backoff import Backoff
 from ..config import MIB, FleetConfig, RetrySettings
 from ..errors import ConfigError, PolicyError
-from ..exporters.retry import Backoff
 from ..pattern_view import Resolve, boost_rows, pattern_row
 from ..sampling.boosts import BoostTable
 from ..sampling.store import PolicyStore

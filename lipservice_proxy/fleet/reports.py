@@ -12,9 +12,8 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
-from ..config import SEVERITY_NAMES
 from ..sampling.decision import BatchOutcome
-from ..sampling.severity import LEVEL_OF_NAME
+from ..sampling.severity import LEVEL_OF_NAME, SEVERITY_NAMES
 
 N_LEVELS = len(SEVERITY_NAMES)
 Key = tuple[str, str]  # (service, pattern id)

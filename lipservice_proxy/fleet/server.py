@@ -18,8 +18,9 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 
 from ..auth import BearerAuthenticator
-from ..errors import BadRequest
+from ..errors import BadRequest, Unauthenticated
 from ..listen import check_grpc_endpoint, grpc_bind_failed
+from ..otlp.status import ANSWERS, answer_for
 from ..telemetry import Telemetry
 from . import policy_pb2 as pb
 from .book import FleetBook
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 SERVICE = "lipservice.v1.PolicyService"
 REPORT_METHOD = f"/{SERVICE}/ReportPatterns"
 WATCH_METHOD = f"/{SERVICE}/WatchPolicy"
+UNAUTHENTICATED = ANSWERS[Unauthenticated]
 
 
 M = TypeVar("M", bound=Message)
@@ -102,14 +104,14 @@ class PolicyServer:
         # context.abort raises: nothing after it runs
         if not self._authorized(context):
             self._telemetry.fleet_reports_received.labels("unauthenticated").inc()
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+            await context.abort(UNAUTHENTICATED.grpc_code, "missing or invalid bearer token")
         try:
             request = _parse(pb.ReportPatternsRequest, data)
             report = report_outcome(request)
         except BadRequest as exc:
             self._telemetry.fleet_reports_received.labels("invalid").inc()
             log.warning("pattern report from %s refused: %s", context.peer(), exc)
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await context.abort(answer_for(exc).grpc_code, str(exc))
         self._book.report(report, context.peer(), self._clock())
         self._telemetry.fleet_reports_received.labels("accepted").inc()
         return pb.ReportPatternsResponse(accepted_patterns=len(request.patterns)).SerializeToString()
@@ -118,11 +120,11 @@ class PolicyServer:
         self, data: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
     ) -> AsyncIterator[bytes]:
         if not self._authorized(context):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+            await context.abort(UNAUTHENTICATED.grpc_code, "missing or invalid bearer token")
         try:
             request = _parse(pb.WatchPolicyRequest, data)
         except BadRequest as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await context.abort(answer_for(exc).grpc_code, str(exc))
         peer = context.peer()
         sampler_id = request.sampler_id[:MAX_SAMPLER_ID] or peer
         self._book.stream_opened(sampler_id, peer)

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from ..config import SEVERITY_NAMES, format_validation_error
+from ..config import format_validation_error
 from ..errors import BadRequest, PolicyError
 from ..sampling.boosts import Boost
 from ..sampling.decision import BatchOutcome, PatternTally
 from ..sampling.policy import Policy
+from ..sampling.severity import SEVERITY_NAMES
 from . import policy_pb2 as pb
 from .reports import N_LEVELS, ClosedWindow
 

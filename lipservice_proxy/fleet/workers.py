@@ -5,7 +5,7 @@ The parent process
   SO_REUSEPORT and never listens, so port 0 becomes one concrete port every worker binds too, and a
   port in use fails the start at once. The kernel spreads incoming connections over the workers;
 - runs an `Analyzer` in-process: the PolicyService on a private loopback port, the analysis loop,
-  and the one admin endpoint, whose /metrics sums every process (metricsdir.py);
+  and the one admin endpoint, whose /metrics sums every process (../metricsdir.py);
 - starts each worker as `lipservice-proxy run [-c CONFIG] --worker-index I` with overrides in its
   environment: the shared ports, no admin, the analyzer's address, a sampler id `<host>/w<I>`, a
   short report interval (the analyzer is on the same host), 1/N of the memory limit, and per-worker
@@ -40,13 +40,13 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, multiprocess
 
 from ..admin import json_response
+from ..backoff import Backoff
 from ..config import ProxyConfig, RetrySettings, host_port
 from ..errors import ConfigError, LipserviceError
-from ..exporters.retry import Backoff
 from ..listen import listen_error
+from ..metricsdir import MULTIPROCESS_DIR_ENV
 from .analyzer import Analyzer
 from .client import default_sampler_id
-from .metricsdir import MULTIPROCESS_DIR_ENV
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,9 @@ RetryInfo, i.e. not retryable, as OTLP wants for oversize data) and decompresses
 Export is registered as client-streaming, though clients call it unary, so that its handler runs
 before the message is read: a message gRPC refuses itself (over the limit before or after
 decompression) then reads as EOF there and is counted, instead of never reaching Python at all.
-Status codes: bad data INVALID_ARGUMENT, full queues UNAVAILABLE with a RetryInfo delay, missing
-or wrong token UNAUTHENTICATED.
+Status codes come from the status table (`otlp/status.py`): bad data INVALID_ARGUMENT, a request no
+queue can ever hold RESOURCE_EXHAUSTED, full queues UNAVAILABLE with a RetryInfo delay, missing or
+wrong token UNAUTHENTICATED.
 """
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
-from google.protobuf import any_pb2, duration_pb2
-from google.rpc import error_details_pb2, status_pb2
 
 from ..config import MIB, GrpcReceiverConfig, ServerTLS
-from ..errors import Backpressure, RequestError
+from ..errors import Backpressure, PassthroughError, PayloadTooLarge, RequestError, Unauthenticated
 from ..listen import check_grpc_endpoint, grpc_bind_failed
+from ..otlp.retry_info import retry_info_trailer
+from ..otlp.status import ANSWERS, UNEXPECTED, answer_for, retry_after
 from .handler import ReceiverContext, count_accepted
-from .passthrough import PassthroughError
 from .tls import grpc_server_credentials
 
 log = logging.getLogger(__name__)
@@ -35,24 +35,6 @@ SIGNAL_SERVICES = {
     "traces": "opentelemetry.proto.collector.trace.v1.TraceService",
     "metrics": "opentelemetry.proto.collector.metrics.v1.MetricsService",
 }
-
-
-def retry_info_trailer(
-    code: grpc.StatusCode, message: str, retry_after: float
-) -> tuple[tuple[str, bytes], ...]:
-    """A RetryInfo, which makes OTLP clients retry after the delay: inside `grpc-status-details-bin` (the
-    Collector and Go/Java clients read it there) and alone as `google.rpc.retryinfo-bin` (where the
-    OpenTelemetry Python SDK looks for it)."""
-    delay = duration_pb2.Duration()
-    delay.FromNanoseconds(int(retry_after * 1e9))
-    retry_info = error_details_pb2.RetryInfo(retry_delay=delay)
-    detail = any_pb2.Any()
-    detail.Pack(retry_info)
-    status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
-    return (
-        ("grpc-status-details-bin", status.SerializeToString()),
-        ("google.rpc.retryinfo-bin", retry_info.SerializeToString()),
-    )
 
 
 async def _call_done(context: grpc.aio.ServicerContext, bound: float = 10.0) -> None:
@@ -137,37 +119,35 @@ class GrpcReceiver:
         for key, value in context.invocation_metadata() or ():
             if key == "authorization" and self._auth.accepts(value):
                 return
-        self._count("unauthenticated")
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+        refused = Unauthenticated("missing or invalid bearer token")
+        answer = answer_for(refused)
+        self._count(answer.outcome)
+        await context.abort(answer.grpc_code, str(refused))
 
     async def _export_logs(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
         await self._authenticate(context)
         request = await context.read()
         if request is grpc.aio.EOF:  # gRPC refused the message and has answered RESOURCE_EXHAUSTED
-            self._count("too_large")
+            self._count(ANSWERS[PayloadTooLarge].outcome)
             await _call_done(context)  # answering before grpc has closed the call logs an error
             return b""
         # Abort after the except block, not inside it: abort raises, and an exception raised while
         # another is handled chains it, so grpc.aio's last aborted call would hold the refused request
         # (through the traceback) until the next one replaces it.
-        code, message = grpc.StatusCode.INTERNAL, "internal error"
-        trailer: tuple[tuple[str, bytes], ...] = ()
+        answer, message = UNEXPECTED, "internal error"
+        delay: float | None = None
         try:
             response = await self._logs.handle(request, "protobuf")
-        except RequestError as exc:
-            self._count("invalid")
-            code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-        except Backpressure as exc:
-            self._count("refused")
-            code, message = grpc.StatusCode.UNAVAILABLE, str(exc)
-            trailer = retry_info_trailer(code, message, exc.retry_after)
+        except (RequestError, Backpressure) as exc:
+            answer, message, delay = answer_for(exc), str(exc), retry_after(exc)
         except Exception:
-            self._count("error")
             log.exception("logs export failed unexpectedly")
         else:
             count_accepted(self._telemetry, "grpc", response)
             return response.SerializeToString()
-        await context.abort(code, message, trailing_metadata=trailer)
+        self._count(answer.outcome)
+        trailer = retry_info_trailer(answer.grpc_code, message, delay) if delay is not None else ()
+        await context.abort(answer.grpc_code, message, trailing_metadata=trailer)
 
     def _forwarder(self, signal: str) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]:
         passthrough = self._passthrough
@@ -177,7 +157,7 @@ class GrpcReceiver:
             await self._authenticate(context)
             try:
                 return await passthrough.forward(signal, request)
-            except PassthroughError as exc:
-                await context.abort(exc.code, exc.message, trailing_metadata=exc.trailing_metadata)
+            except PassthroughError as exc:  # the upstream's status and trailers, relayed as they came
+                await context.abort(answer_for(exc).grpc_code, exc.message, trailing_metadata=exc.trailers)
 
         return forward

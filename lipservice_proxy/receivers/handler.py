@@ -19,9 +19,9 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 )
 
 from ..errors import BadRequest
+from ..otlp.json_codec import json_to_message, message_to_json
 from ..pipeline import LogsPipeline
 from ..telemetry import Telemetry
-from .otlp_json import json_to_message, message_to_json
 
 if TYPE_CHECKING:
     from ..auth import BearerAuthenticator

@@ -26,8 +26,20 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from ..config import MIB, HttpReceiverConfig, ServerTLS, host_port
-from ..errors import Backpressure, BadRequest, PayloadTooLarge, RequestError, RequestTimeout, UnsupportedMedia
+from ..errors import (
+    Backpressure,
+    BadRequest,
+    NotAccepted,
+    PassthroughError,
+    PayloadTooLarge,
+    RequestError,
+    RequestTimeout,
+    Unauthenticated,
+    UnsupportedMedia,
+)
 from ..listen import listen_error
+from ..otlp.json_codec import json_to_message
+from ..otlp.status import UNEXPECTED, Answer, answer_for, retry_after
 from .connections import ConnectionGuard
 from .handler import (
     CONTENT_TYPES,
@@ -39,8 +51,6 @@ from .handler import (
     encode,
     status_body,
 )
-from .otlp_json import json_to_message
-from .passthrough import PassthroughError
 from .tls import server_ssl_context
 
 log = logging.getLogger(__name__)
@@ -50,7 +60,6 @@ SIGNAL_TYPES: dict[str, tuple[type[Message], type[Message]]] = {
     "traces": (ExportTraceServiceRequest, ExportTraceServiceResponse),
     "metrics": (ExportMetricsServiceRequest, ExportMetricsServiceResponse),
 }
-GRPC_CODE = {400: 3, 401: 16, 403: 7, 404: 12, 408: 4, 413: 8, 415: 3, 429: 8, 500: 13, 503: 14, 504: 4}
 
 
 def inflate(body: bytes, content_encoding: str, limit: int) -> bytes:
@@ -203,47 +212,41 @@ class HttpReceiver:
         return self._auth is None or self._auth.accepts(request.headers.get("Authorization"))
 
     @staticmethod
-    def _error(
-        status: int, message: str, encoding: Encoding, headers: dict[str, str] | None = None
-    ) -> web.Response:
-        return web.Response(
-            status=status,
-            body=status_body(GRPC_CODE.get(status, 2), message, encoding),
-            content_type=RESPONSE_CONTENT_TYPE[encoding],
-            headers=headers,
-        )
-
-    @staticmethod
     def _reply_encoding(request: web.Request) -> Encoding:
         media = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
         return CONTENT_TYPES.get(media, "protobuf")
 
-    def _failure(self, request: web.Request, exc: Exception) -> web.Response:
+    def _error(self, request: web.Request, answer: Answer, message: str, delay: float | None) -> web.Response:
+        """The answer's status with a google.rpc.Status body, in the request's encoding."""
         encoding = self._reply_encoding(request)
-        if isinstance(exc, Backpressure):
-            self._count("refused")
-            retry_after = str(max(1, math.ceil(exc.retry_after)))
-            return self._error(503, str(exc), encoding, {"Retry-After": retry_after})
-        assert isinstance(exc, RequestError)
-        outcome = {408: "timeout", 413: "too_large", 415: "unsupported"}.get(exc.http_status, "invalid")
-        self._count(outcome)
-        return self._error(exc.http_status, str(exc), encoding)
+        headers = {"Retry-After": str(max(1, math.ceil(delay)))} if delay is not None else None
+        return web.Response(
+            status=answer.http_status,
+            body=status_body(answer.grpc_code.value[0], message, encoding),
+            content_type=RESPONSE_CONTENT_TYPE[encoding],
+            headers=headers,
+        )
+
+    def _failure(self, request: web.Request, exc: RequestError | Backpressure) -> web.Response:
+        """A refused request, counted by its outcome and answered by the status table."""
+        answer = answer_for(exc)
+        self._count(answer.outcome)
+        return self._error(request, answer, str(exc), retry_after(exc))
 
     # ---- routes ----
 
     async def _logs_route(self, request: web.Request) -> web.Response:
         if not self._authenticated(request):
-            self._count("unauthenticated")
-            return self._error(401, "missing or invalid bearer token", self._reply_encoding(request))
+            return self._failure(request, Unauthenticated("missing or invalid bearer token"))
         try:
             body, encoding = await self._decoded_body(request)
             response = await self._logs.handle(body, encoding)
         except (RequestError, Backpressure) as exc:
             return self._failure(request, exc)
         except Exception:
-            self._count("error")
+            self._count(UNEXPECTED.outcome)
             log.exception("logs export failed unexpectedly")
-            return self._error(500, "internal error", self._reply_encoding(request))
+            return self._error(request, UNEXPECTED, "internal error", None)
         count_accepted(self._telemetry, "http", response)
         return web.Response(body=encode(response, encoding), content_type=RESPONSE_CONTENT_TYPE[encoding])
 
@@ -251,14 +254,11 @@ class HttpReceiver:
         request_type, response_type = SIGNAL_TYPES[signal]
 
         async def route(request: web.Request) -> web.Response:
-            encoding = self._reply_encoding(request)
             if self._passthrough is None or not self._passthrough.enabled(signal):
-                return self._error(
-                    404, f"{signal} are not accepted here: passthrough.{signal} is not set", encoding
-                )
+                refused = NotAccepted(f"{signal} are not accepted here: passthrough.{signal} is not set")
+                return self._failure(request, refused)
             if not self._authenticated(request):
-                self._count("unauthenticated")
-                return self._error(401, "missing or invalid bearer token", encoding)
+                return self._failure(request, Unauthenticated("missing or invalid bearer token"))
             try:
                 body, encoding = await self._decoded_body(request)
                 if encoding == "json":
@@ -268,11 +268,8 @@ class HttpReceiver:
                 answer = await self._passthrough.forward(signal, body)
             except RequestError as exc:
                 return self._failure(request, exc)
-            except PassthroughError as exc:
-                status = exc.http_status()
-                delay = exc.retry_after()
-                headers = {"Retry-After": str(max(1, math.ceil(delay)))} if delay is not None else None
-                return self._error(status, f"upstream: {exc.message}", encoding, headers)
+            except PassthroughError as exc:  # the upstream's status, relayed; counted by the passthrough
+                return self._error(request, answer_for(exc), f"upstream: {exc.message}", retry_after(exc))
             if encoding == "json":
                 answer = encode(response_type.FromString(answer), "json")
             return web.Response(body=answer, content_type=RESPONSE_CONTENT_TYPE[encoding])

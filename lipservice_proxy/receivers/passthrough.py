@@ -6,47 +6,18 @@ client as it came, so retry decisions stay with the client, as if it talked to t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import grpc
 
 from ..config import PassthroughConfig
-from ..exporters.grpc_channel import open_channel
-from ..exporters.otlp_grpc import RETRYABLE_CODES, STATUS_DETAILS_KEY, retry_info_delay
+from ..errors import PassthroughError
+from ..otlp.grpc_channel import open_channel
+from ..otlp.retry_info import STATUS_TRAILERS, retry_info_delay
 from ..telemetry import Telemetry
 
-# The upstream's status details travel back to the client, so its retry decision is the upstream's.
-STATUS_TRAILERS = frozenset({STATUS_DETAILS_KEY, "google.rpc.retryinfo-bin"})
 EXPORT_METHODS = {
     "traces": "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
     "metrics": "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
 }
-
-
-@dataclass
-class PassthroughError(Exception):
-    """The upstream refused or could not be reached; carries what the client should be told."""
-
-    code: grpc.StatusCode
-    message: str
-    trailing_metadata: tuple[tuple[str, str | bytes], ...] = field(default=())
-
-    def retry_after(self) -> float | None:
-        return retry_info_delay(self.trailing_metadata)
-
-    def http_status(self) -> int:
-        """The OTLP/HTTP status that tells an HTTP client the same thing."""
-        delay = self.retry_after()
-        if self.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            return 429 if delay is not None else 413
-        if self.code in RETRYABLE_CODES:
-            return 504 if self.code == grpc.StatusCode.DEADLINE_EXCEEDED else 503
-        return {
-            grpc.StatusCode.INVALID_ARGUMENT: 400,
-            grpc.StatusCode.UNAUTHENTICATED: 401,
-            grpc.StatusCode.PERMISSION_DENIED: 403,
-            grpc.StatusCode.UNIMPLEMENTED: 404,
-        }.get(self.code, 500)
 
 
 class Passthrough:
@@ -83,9 +54,15 @@ class Passthrough:
             response: bytes = await call(body, timeout=self._config.timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             self._telemetry.passthrough_requests.labels(signal, exc.code().name.lower()).inc()
+            # The upstream's status details travel back to the client: its retry decision is the upstream's.
             trailers = tuple(
                 (key, value) for key, value in (exc.trailing_metadata() or ()) if key in STATUS_TRAILERS
             )
-            raise PassthroughError(exc.code(), exc.details() or exc.code().name, trailers) from None
+            raise PassthroughError(
+                exc.code().value[0],
+                exc.details() or exc.code().name,
+                trailers,
+                retry_after=retry_info_delay(trailers),
+            ) from None
         self._telemetry.passthrough_requests.labels(signal, "success").inc()
         return response

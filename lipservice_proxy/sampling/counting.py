@@ -21,8 +21,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from ..config import SEVERITY_NAMES
 from .annotate import COUNT, PATTERN_ID, SUMMARY, TEMPLATE
+from .severity import SEVERITY_NAMES
 from .window import window_start
 
 MAX_COUNT = 2**63 - 1

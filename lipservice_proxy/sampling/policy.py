@@ -15,8 +15,9 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..config import SEVERITY_NAMES, Duration, PositiveDuration, SeverityName, format_validation_error
+from ..config import Duration, PositiveDuration, format_validation_error
 from ..errors import PolicyError
+from .severity import SEVERITY_NAMES, SeverityName
 
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
 PROTECTED_SEVERITIES = ("ERROR", "FATAL")

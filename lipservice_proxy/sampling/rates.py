@@ -16,9 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ..config import SEVERITY_NAMES
 from .policy import PatternRule, Policy, ServiceOverride
-from .severity import ERROR, INFO
+from .severity import ERROR, INFO, SEVERITY_NAMES
 
 
 class RateKind(StrEnum):

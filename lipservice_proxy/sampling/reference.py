@@ -17,14 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from ..config import SEVERITY_NAMES
 from .boosts import BoostTable
 from .coin import SYSTEMATIC_START, TRACE_RANDOM_BYTES, trace_threshold
 from .counting import carry_onto, tail_due
 from .decision import Decision, Reason
 from .policy import Policy
 from .rates import RateTable
-from .severity import LEVEL_OF_NAME
+from .severity import LEVEL_OF_NAME, SEVERITY_NAMES
 from .throughput import ThroughputCap
 from .window import window_start
 

@@ -39,7 +39,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from ..config import SEVERITY_NAMES, RecordLimits
+from ..config import RecordLimits
 from .annotate import SAMPLE_RATE_NEEDLE, annotation, count_annotation, take_prior_weight
 from .boosts import BoostTable
 from .coin import SYSTEMATIC_START, TRACE_RANDOM_BYTES, trace_threshold
@@ -49,7 +49,7 @@ from .exemptions import Exemptions
 from .limits import RecordLimiter
 from .policy import Policy
 from .rates import RateTable, Resolved
-from .severity import LEVEL_OF_NAME, LEVEL_OF_NUMBER, level_of_body, level_of_text
+from .severity import LEVEL_OF_NAME, LEVEL_OF_NUMBER, SEVERITY_NAMES, level_of_body, level_of_text
 from .throughput import ThroughputCap
 from .window import window_start
 

@@ -6,8 +6,12 @@ Levels are small ints (TRACE=0 .. FATAL=5) so the hot path indexes lists instead
 from __future__ import annotations
 
 import re
+from typing import Literal, get_args
 
-from ..config import SEVERITY_NAMES
+SeverityName = Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
+SEVERITY_NAMES: tuple[SeverityName, ...] = get_args(SeverityName)
+"""The six levels by name, indexed by level. Defined here, the lowest module that needs them (config
+and the domain code import them from here)."""
 
 TRACE, DEBUG, INFO, WARN, ERROR, FATAL = range(6)
 LEVEL_OF_NAME: dict[str, int] = {name: level for level, name in enumerate(SEVERITY_NAMES)}

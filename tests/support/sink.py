@@ -48,7 +48,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from lipservice_proxy.errors import BadRequest
-from lipservice_proxy.receivers.otlp_json import json_to_message, message_to_json
+from lipservice_proxy.otlp.json_codec import json_to_message, message_to_json
 
 from .waiting import async_wait_until, wait_until
 

@@ -246,6 +246,7 @@ def _repeated_encoder(encode: Encoder) -> Encoder:
 def _integer_decoder(low: int, high: int) -> Decoder:
     def decode_integer(value: Any, _depth: int) -> int:
         kind = type(value)
+        number: int
         if kind is int:
             number = value
         elif (kind is str and _INTEGER_TEXT.fullmatch(value)) or (kind is float and value.is_integer()):
