@@ -199,7 +199,7 @@ class AdminServer:
         )
         return self.port
 
-    async def stop(self) -> None:
+    async def shutdown(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

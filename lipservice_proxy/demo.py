@@ -245,7 +245,7 @@ async def run_demo(
             await until_signalled()
         return summary
     finally:
-        await proxy.stop(drain_seconds=2.0)
+        await proxy.shutdown(drain_seconds=2.0)
 
 
 async def until_signalled() -> None:

@@ -114,7 +114,7 @@ def test_a_live_cold_start_settles_within_target(
                     "lipservice_analysis_runs_total", {"outcome": "heuristic"}
                 )
             finally:
-                await proxy.stop(drain_seconds=5.0)
+                await proxy.shutdown(drain_seconds=5.0)
             assert runs is not None and runs >= 3, runs  # fewer than planned on a busy machine
             assert ratio <= target, (runs, ratio)
             assert counted(proxy, "kept", errors) == counted(proxy, "received", errors) > 0

@@ -64,7 +64,7 @@ async def running_proxy(tmp_path: Path, analysis: dict[str, Any]) -> AsyncIterat
     try:
         yield proxy
     finally:
-        await proxy.stop(drain_seconds=2.0)
+        await proxy.shutdown(drain_seconds=2.0)
 
 
 def logs_request(lines: list[tuple[str, str]], service: str = "hdfs") -> ExportLogsServiceRequest:

@@ -86,7 +86,7 @@ async def running(service: S) -> AsyncIterator[S]:
     try:
         yield service
     finally:
-        await service.stop(drain_seconds=2.0)
+        await service.shutdown(drain_seconds=2.0)
 
 
 def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -199,7 +199,7 @@ def test_without_the_analyzer_samplers_keep_its_policy_and_resend_the_reports_it
             port = first.ports["fleet"]
             async with running(Proxy(sampler_config(tmp_path, port, sink, "s1"), role="sampler")) as sampler:
                 assert sampler.sampler.policy.version == 4
-                await first.stop(drain_seconds=1.0)
+                await first.shutdown(drain_seconds=1.0)
                 await async_wait_until(lambda: sampler.fleet is not None and not sampler.fleet.connected)
                 assert metric(sampler, "lipservice_fleet_connected") == 0
 

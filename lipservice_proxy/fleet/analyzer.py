@@ -13,7 +13,6 @@ they hold, open stream).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +25,7 @@ from ..analysis.loop import AnalysisLoop
 from ..analysis.stats import PatternStats
 from ..auth import BearerAuthenticator
 from ..config import MIB, ProxyConfig
+from ..lifecycle import Deadline, Lifecycle
 from ..sampling.boosts import BoostTable
 from ..sampling.policy import Policy
 from ..sampling.rates import RateTable
@@ -76,9 +76,7 @@ class Analyzer:
         self.config = config
         self._readiness = readiness  # more to be ready than listening (the workers of --workers)
         self.telemetry = telemetry = Telemetry()
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._ready = False
+        self.lifecycle = Lifecycle("analyzer")
 
         self.policy_store = PolicyStore(
             [config.sampler.policy_file, config.analysis.policy_file], Policy(), telemetry
@@ -121,35 +119,41 @@ class Analyzer:
             if config.admin.enabled
             else None
         )
+        self._add_steps()
+
+    def _add_steps(self) -> None:
+        """Start-up order; shutdown runs it backwards: the PolicyService ends every stream first."""
+        steps = self.lifecycle
+        if self.admin is not None:
+            admin = self.admin
+            steps.add("admin", start=admin.start, shutdown=lambda _: admin.shutdown())
+        steps.add("analysis", shutdown=lambda _: self.analysis.shutdown())
+        steps.add("background tasks", start=self._spawn_background, shutdown=lambda _: steps.tasks.shutdown())
+        steps.add(
+            "policy service",
+            start=self.server.start,
+            shutdown=lambda d: self.server.shutdown(grace=d.share(1.0, 1.0)),
+        )
+
+    async def _spawn_background(self) -> None:
+        tasks = self.lifecycle.tasks
+        tasks.spawn(
+            self.policy_store.watch(self.config.sampler.reload_interval, tasks.stopping), "policy-watch"
+        )
+        if self.config.analysis.enabled:
+            tasks.spawn(self.analysis.run(tasks.stopping), "analysis")
 
     async def start(self) -> None:
-        if self.admin is not None:
-            await self.admin.start()
-        await self.server.start()
-        self._spawn(self.policy_store.watch(self.config.sampler.reload_interval, self._stop), "policy-watch")
-        if self.config.analysis.enabled:
-            self._spawn(self.analysis.run(self._stop), "analysis")
-        self._ready = True
+        await self.lifecycle.start()
 
-    async def stop(self, drain_seconds: float = 10.0) -> None:
-        self._ready = False
-        await self.server.stop(grace=min(1.0, drain_seconds))
-        self._stop.set()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.analysis.aclose()
-        if self.admin is not None:
-            await self.admin.stop()
-
-    def _spawn(self, coroutine: Any, name: str) -> None:
-        self._tasks.append(asyncio.create_task(coroutine, name=name))
+    async def shutdown(self, drain_seconds: float = 10.0) -> None:
+        await self.lifecycle.shutdown(Deadline.after(drain_seconds))
 
     # ---- AdminSource ----
 
     @property
     def ready(self) -> bool:
-        return self._ready and (self._readiness is None or self._readiness())
+        return self.lifecycle.running and (self._readiness is None or self._readiness())
 
     @property
     def ports(self) -> dict[str, int]:
