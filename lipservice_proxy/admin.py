@@ -1,8 +1,9 @@
 """The admin server (:8888): the status page at /, /metrics, /healthz, /readyz and the JSON API under
 /api/v1.
 
-It only reads: every answer comes from the `AdminSource` it is handed (the running proxy), plus the
-archived policies of `policy_history`. With `admin.auth` set, everything but the probes needs the token.
+It only reads: every answer comes from the `AdminSource` it is handed (the running service's views:
+`views.ProxyViews`, `fleet.analyzer.AnalyzerViews`), plus the archived policies of `policy_history`.
+With `admin.auth` set, everything but the probes needs the token.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ _RULE_REASONS = {
 
 
 class AdminSource(Protocol):
+    """The views the admin reads, one member per view."""
+
     @property
     def ready(self) -> bool: ...
 

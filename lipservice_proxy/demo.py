@@ -265,11 +265,11 @@ async def until_signalled() -> None:
 def summarise(proxy: Any, records: int, top: int, seconds: float) -> Summary:
     telemetry = proxy.telemetry
     policy = proxy.sampler.policy
-    source = proxy.policy_view()["source"]
+    source = proxy.views.policy_view()["source"]
     received = _per_severity(telemetry.records_received.collect()[0].samples)
     kept = _per_severity(telemetry.records_kept.collect()[0].samples)
     services = {s.labels["service"] for s in telemetry.bytes_received.collect()[0].samples}
-    view = with_reasons(proxy.patterns_view(top), proxy.policy_view()["current"])
+    view = with_reasons(proxy.views.patterns_view(top), proxy.views.policy_view()["current"])
     return Summary(
         records=records,
         services=len(services),

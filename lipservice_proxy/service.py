@@ -18,9 +18,9 @@ import gc
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
-from .admin import AdminServer, policy_history
+from .admin import AdminServer
 from .analysis.loop import AnalysisLoop
 from .analysis.stats import PatternStats
 from .auth import BearerAuthenticator
@@ -44,6 +44,7 @@ from .sampling.sampler import Sampler
 from .sampling.store import PolicyStore, missing_policy_file
 from .telemetry import Telemetry
 from .timeline import Timeline
+from .views import ProxyViews
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +141,21 @@ class Proxy:
         tls = receivers.tls
         self.grpc = GrpcReceiver(receivers.grpc, context, tls=tls) if receivers.grpc.enabled else None
         self.http = HttpReceiver(receivers.http, context, tls=tls) if receivers.http.enabled else None
+        self.views = ProxyViews(
+            config=config,
+            lifecycle=self.lifecycle,
+            telemetry=telemetry,
+            timeline=self.timeline,
+            sampler=self.sampler,
+            policy_store=self.policy_store,
+            engine=self.engine,
+            analysis=self.analysis,
+            fleet=self.fleet,
+        )
         self.admin = (
-            AdminServer(config.admin, self, auth=BearerAuthenticator.from_config(config.admin.auth, environ))
+            AdminServer(
+                config.admin, self.views, auth=BearerAuthenticator.from_config(config.admin.auth, environ)
+            )
             if config.admin.enabled
             else None
         )
@@ -279,12 +293,6 @@ class Proxy:
         else:
             self.telemetry.pattern_state_saves.labels("success").inc()
 
-    # ---- AdminSource ----
-
-    @property
-    def ready(self) -> bool:
-        return self.lifecycle.running
-
     @property
     def ports(self) -> dict[str, int]:
         return {
@@ -292,37 +300,6 @@ class Proxy:
             "http": self.http.port if self.http else 0,
             "admin": self.admin.port if self.admin else 0,
         }
-
-    def metrics_text(self) -> bytes:
-        return self.telemetry.exposition()
-
-    def policy_view(self) -> dict[str, Any]:
-        view = {
-            "current": self.sampler.policy.model_dump(mode="json"),
-            "source": str(self.policy_store.source) if self.policy_store.source else "built-in default",
-            "history": policy_history(
-                (self.config.analysis.policy_file or self.config.sampler.policy_file).parent / "history"
-            ),
-        }
-        if warning := missing_policy_file(self.config.sampler.policy_file, self.policy_store.source_name):
-            view["warnings"] = [warning]
-        if self.fleet is not None:
-            view["fleet"] = self.fleet.status()
-        return view
-
-    def patterns_view(self, limit: int) -> dict[str, Any]:
-        if self.fleet is not None:
-            return self.fleet.patterns_view(limit, self.sampler.resolve)
-        assert self.analysis is not None
-        view = self.analysis.patterns_view(limit)
-        stats = self.engine.stats()
-        # merges: pattern ids retired into another (they resolve to it); shed: lines not mined in a flood
-        view["engine"] = {
-            "templates": stats.templates,
-            "pattern_merges": stats.pattern_merges,
-            "shed_lines": stats.shed_lines,
-        }
-        return view
 
 
 class Service(Protocol):

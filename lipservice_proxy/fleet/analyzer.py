@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -63,6 +64,49 @@ class FleetPolicy:
         return self._rates.resolve(service, pattern_id, template)
 
 
+@dataclass(frozen=True, slots=True)
+class AnalyzerViews:
+    """What the admin shows of the analyzer (`admin.AdminSource`), and its /api/v1/fleet."""
+
+    config: ProxyConfig
+    lifecycle: Lifecycle
+    readiness: Callable[[], bool] | None  # more to be ready than listening (the workers of --workers)
+    telemetry: Telemetry
+    timeline: Timeline
+    policy_store: PolicyStore
+    fleet_policy: FleetPolicy
+    feed: PolicyFeed
+    book: FleetBook
+    analysis: AnalysisLoop
+
+    @property
+    def ready(self) -> bool:
+        return self.lifecycle.running and (self.readiness is None or self.readiness())
+
+    def metrics_text(self) -> bytes:
+        return self.telemetry.exposition()
+
+    def policy_view(self) -> dict[str, Any]:
+        source = self.policy_store.source
+        return {
+            "current": self.fleet_policy.policy.model_dump(mode="json"),
+            "source": str(source) if source else "built-in default",
+            "history": policy_history(self.config.analysis.policy_file.parent / "history"),
+            "revision": self.feed.revision,
+        }
+
+    def patterns_view(self, limit: int) -> dict[str, Any]:
+        return self.analysis.patterns_view(limit)
+
+    def fleet_view(self) -> dict[str, Any]:
+        return {
+            "role": "analyzer",
+            "policy_version": self.feed.version,
+            "revision": self.feed.revision,
+            "samplers": self.book.view(),
+        }
+
+
 class Analyzer:
     def __init__(
         self,
@@ -74,7 +118,6 @@ class Analyzer:
         readiness: Callable[[], bool] | None = None,
     ) -> None:
         self.config = config
-        self._readiness = readiness  # more to be ready than listening (the workers of --workers)
         self.telemetry = telemetry = Telemetry()
         self.lifecycle = Lifecycle("analyzer")
 
@@ -109,10 +152,22 @@ class Analyzer:
             auth=BearerAuthenticator.from_config(config.fleet.auth, environ),
             max_message_bytes=message_bytes,
         )
+        self.views = AnalyzerViews(
+            config=config,
+            lifecycle=self.lifecycle,
+            readiness=readiness,
+            telemetry=telemetry,
+            timeline=self.timeline,
+            policy_store=self.policy_store,
+            fleet_policy=self.fleet_policy,
+            feed=self.feed,
+            book=self.book,
+            analysis=self.analysis,
+        )
         self.admin = (
             AdminServer(
                 config.admin,
-                self,
+                self.views,
                 auth=BearerAuthenticator.from_config(config.admin.auth, environ),
                 extra_routes=[web.get("/api/v1/fleet", self._fleet_route), *extra_routes],
             )
@@ -149,38 +204,9 @@ class Analyzer:
     async def shutdown(self, drain_seconds: float = 10.0) -> None:
         await self.lifecycle.shutdown(Deadline.after(drain_seconds))
 
-    # ---- AdminSource ----
-
-    @property
-    def ready(self) -> bool:
-        return self.lifecycle.running and (self._readiness is None or self._readiness())
-
     @property
     def ports(self) -> dict[str, int]:
         return {"fleet": self.server.port, "admin": self.admin.port if self.admin else 0}
 
-    def metrics_text(self) -> bytes:
-        return self.telemetry.exposition()
-
-    def policy_view(self) -> dict[str, Any]:
-        source = self.policy_store.source
-        return {
-            "current": self.fleet_policy.policy.model_dump(mode="json"),
-            "source": str(source) if source else "built-in default",
-            "history": policy_history(self.config.analysis.policy_file.parent / "history"),
-            "revision": self.feed.revision,
-        }
-
-    def patterns_view(self, limit: int) -> dict[str, Any]:
-        return self.analysis.patterns_view(limit)
-
-    def fleet_view(self) -> dict[str, Any]:
-        return {
-            "role": "analyzer",
-            "policy_version": self.feed.version,
-            "revision": self.feed.revision,
-            "samplers": self.book.view(),
-        }
-
     async def _fleet_route(self, request: web.Request) -> web.Response:
-        return json_response(self.fleet_view())
+        return json_response(self.views.fleet_view())
