@@ -23,11 +23,10 @@ from bench.workloads import loghub_lines
 from lipservice_proxy.config import ProxyConfig
 from lipservice_proxy.service import Proxy
 
-from .support.loghub import available_systems
 from .support.proxy import loopback_config, sink_exporter
 from .support.sink import OtlpSink
 
-pytestmark = pytest.mark.skipif(len(available_systems()) < 4, reason="needs the shared loghub files")
+pytestmark = pytest.mark.loghub
 
 REQUESTS_PER_SECOND = 10
 
