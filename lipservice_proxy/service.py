@@ -29,7 +29,7 @@ from .errors import PatternStoreError
 from .exporters import build_exporter
 from .exporters.queue import ExportQueue, Fanout
 from .fleet.client import FleetClient
-from .lifecycle import Deadline, Lifecycle
+from .lifecycle import ROLLBACK_SECONDS, Deadline, Lifecycle
 from .listen import RESERVED_FILES, raise_open_file_limit
 from .memlimit import MemoryLimiter
 from .patterns import PatternEngine
@@ -209,11 +209,16 @@ class Proxy:
         return await self.lifecycle.shutdown(Deadline.after(drain_seconds))
 
     async def _start_queues(self) -> None:
-        for queue in self.queues:
-            await queue.start()
+        for started, queue in enumerate(self.queues):
+            try:
+                await queue.start()
+            except BaseException:  # e.g. a disk queue's directory held by another process
+                await self._drain_queues(Deadline.after(ROLLBACK_SECONDS), self.queues[:started])
+                raise
 
-    async def _drain_queues(self, deadline: Deadline) -> int:
-        return sum(await asyncio.gather(*(queue.shutdown(deadline.at) for queue in self.queues)))
+    async def _drain_queues(self, deadline: Deadline, queues: list[ExportQueue] | None = None) -> int:
+        drained = self.queues if queues is None else queues
+        return sum(await asyncio.gather(*(queue.shutdown(deadline.at) for queue in drained)))
 
     async def _spawn_background(self) -> None:
         tasks = self.lifecycle.tasks
@@ -235,10 +240,14 @@ class Proxy:
         raise_open_file_limit(
             RESERVED_FILES + sum(r.max_connections for r in (receivers.grpc, receivers.http) if r.enabled)
         )
-        if self.grpc is not None:
-            await self.grpc.start()
-        if self.http is not None:
-            await self.http.start()
+        try:
+            if self.grpc is not None:
+                await self.grpc.start()
+            if self.http is not None:
+                await self.http.start()
+        except BaseException:  # one cannot listen: close the other too
+            await self._stop_receivers(Deadline.after(ROLLBACK_SECONDS))
+            raise
 
     async def _stop_receivers(self, deadline: Deadline) -> None:
         grace = deadline.share(0.25, 2.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import yaml
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from lipservice_proxy.config import ProxyConfig
-from lipservice_proxy.errors import LipserviceError
+from lipservice_proxy.errors import ConfigError, LipserviceError
 from lipservice_proxy.lifecycle import Deadline, Lifecycle
 from lipservice_proxy.service import Proxy
 
@@ -233,6 +234,35 @@ def test_http_shutdown_cuts_a_stuck_request_at_grace() -> None:
             writer.close()
         finally:
             await proxy.shutdown(drain_seconds=2.0)
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=60))
+
+
+def refuses_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_a_proxy_that_cannot_start_closes_what_had_started() -> None:
+    """The HTTP port is taken: the admin and the gRPC receiver, already listening, close again."""
+
+    async def scenario() -> None:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            endpoint = f"127.0.0.1:{taken.getsockname()[1]}"
+            proxy = Proxy(
+                ProxyConfig.model_validate(loopback_config({"receivers": {"http": {"endpoint": endpoint}}}))
+            )
+            with pytest.raises(ConfigError, match=f"receivers.http.endpoint: {endpoint} is already in use"):
+                await proxy.start()
+        assert proxy.grpc is not None and proxy.admin is not None
+        assert proxy.grpc.port and proxy.admin.port  # both had started
+        assert refuses_connections(proxy.grpc.port) and refuses_connections(proxy.admin.port)
+        assert not proxy.views.ready
 
     asyncio.run(asyncio.wait_for(scenario(), timeout=60))
 
