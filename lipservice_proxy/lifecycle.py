@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -69,16 +69,16 @@ class _Step:
     shutdown: Shutdown | None
 
 
-@dataclass
 class Lifecycle:
     """Ordered start, reverse shutdown under one deadline, one task group. `running` is true between
     a complete start and the beginning of the shutdown (what /readyz reports)."""
 
-    owner: str
-    tasks: TaskGroup = field(default_factory=TaskGroup)
-    running: bool = False
-    _steps: list[_Step] = field(default_factory=list)
-    _started: list[_Step] = field(default_factory=list)
+    def __init__(self, owner: str) -> None:
+        self.owner = owner  # for the log lines: proxy, analyzer, supervisor
+        self.tasks = TaskGroup()
+        self.running = False
+        self._steps: list[_Step] = []
+        self._started: list[_Step] = []
 
     def add(self, name: str, *, start: Start | None = None, shutdown: Shutdown | None = None) -> None:
         """The next step: `start` runs after every earlier step's, `shutdown` before theirs. A shutdown
