@@ -358,7 +358,7 @@ def test_admin_endpoints_and_promtool(keep_all_policy: Path, sink: SinkThread) -
                 == 40
             )
         )
-        text = proxy.views.metrics_text()
+        text = proxy.metrics_text()
         status, policy = http_get(proxy.admin_url + "/api/v1/policy")
         assert status == 200 and orjson.loads(policy)["current"]["version"] == 1
     for name in (
