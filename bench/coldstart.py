@@ -143,7 +143,7 @@ async def replay_cold_start(
                 sum(outcome_boosted(outcome, sampler, now)),
             )
         )
-    await loop.aclose()
+    await loop.shutdown()
     return ColdStart(rate, seconds, interval, passes, tuple(timeline))
 
 

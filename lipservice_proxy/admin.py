@@ -1,8 +1,9 @@
 """The admin server (:8888): the status page at /, /metrics, /healthz, /readyz and the JSON API under
 /api/v1 (the page's read-outs, readouts.py, at /api/v1/summary).
 
-It only reads: every answer comes from the `AdminSource` it is handed (the running proxy), plus the
-archived policies of `policy_history`. With `admin.auth` set, everything but the probes needs the token.
+It only reads: every answer comes from the `AdminSource` it is handed (the running service's views:
+`views.ProxyViews`, `fleet.analyzer.AnalyzerViews`), plus the archived policies of `policy_history`.
+With `admin.auth` set, everything but the probes needs the token.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class AdminSource(Protocol):
+    """The views the admin reads, one member per view."""
+
     @property
     def ready(self) -> bool: ...
 
@@ -148,7 +151,7 @@ class AdminServer:
         )
         return self.port
 
-    async def stop(self) -> None:
+    async def shutdown(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -246,7 +246,7 @@ async def run_demo(
             await until_signalled()
         return summary
     finally:
-        await proxy.stop(drain_seconds=2.0)
+        await proxy.shutdown(drain_seconds=2.0)
 
 
 async def until_signalled() -> None:
@@ -266,11 +266,11 @@ async def until_signalled() -> None:
 def summarise(proxy: Any, records: int, top: int, seconds: float) -> Summary:
     telemetry = proxy.telemetry
     policy = proxy.sampler.policy
-    source = proxy.policy_view()["source"]
+    source = proxy.views.policy_view()["source"]
     received = _per_severity(telemetry.records_received.collect()[0].samples)
     kept = _per_severity(telemetry.records_kept.collect()[0].samples)
     services = {s.labels["service"] for s in telemetry.bytes_received.collect()[0].samples}
-    view = proxy.patterns_view(top)
+    view = proxy.views.patterns_view(top)
     return Summary(
         records=records,
         services=len(services),

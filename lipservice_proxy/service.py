@@ -17,11 +17,10 @@ import contextlib
 import gc
 import logging
 import os
-import time
 from collections.abc import Mapping
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
-from .admin import AdminServer, policy_history
+from .admin import AdminServer
 from .analysis.loop import AnalysisLoop
 from .analysis.stats import PatternStats
 from .auth import BearerAuthenticator
@@ -30,6 +29,7 @@ from .errors import PatternStoreError
 from .exporters import build_exporter
 from .exporters.queue import ExportQueue, Fanout
 from .fleet.client import FleetClient
+from .lifecycle import ROLLBACK_SECONDS, Deadline, Lifecycle
 from .listen import RESERVED_FILES, raise_open_file_limit
 from .memlimit import MemoryLimiter
 from .patterns import PatternEngine
@@ -44,6 +44,7 @@ from .sampling.sampler import Sampler
 from .sampling.store import PolicyStore, missing_policy_file
 from .telemetry import Telemetry
 from .timeline import Timeline
+from .views import ProxyViews
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,7 @@ class Proxy:
     ) -> None:
         self.config = config
         self.telemetry = telemetry = Telemetry()
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._ready = False
+        self.lifecycle = Lifecycle("proxy")
 
         self.queues = [
             ExportQueue(build_exporter(exporter, environ=environ), exporter.queue, exporter.retry, telemetry)
@@ -142,11 +141,25 @@ class Proxy:
         tls = receivers.tls
         self.grpc = GrpcReceiver(receivers.grpc, context, tls=tls) if receivers.grpc.enabled else None
         self.http = HttpReceiver(receivers.http, context, tls=tls) if receivers.http.enabled else None
+        self.views = ProxyViews(
+            config=config,
+            lifecycle=self.lifecycle,
+            telemetry=telemetry,
+            timeline=self.timeline,
+            sampler=self.sampler,
+            policy_store=self.policy_store,
+            engine=self.engine,
+            analysis=self.analysis,
+            fleet=self.fleet,
+        )
         self.admin = (
-            AdminServer(config.admin, self, auth=BearerAuthenticator.from_config(config.admin.auth, environ))
+            AdminServer(
+                config.admin, self.views, auth=BearerAuthenticator.from_config(config.admin.auth, environ)
+            )
             if config.admin.enabled
             else None
         )
+        self._add_steps()
 
     def _load_engine(self) -> PatternEngine:
         settings = self.config.patterns
@@ -158,63 +171,87 @@ class Proxy:
 
     # ---- lifecycle ----
 
-    async def start(self) -> None:
+    def _add_steps(self) -> None:
+        """Start-up order; shutdown runs it backwards: receivers stop, background tasks end, the fleet
+        gets the last window, open tails leave as summaries, the queues drain, then the rest closes."""
+        steps = self.lifecycle
         if self.admin is not None:
-            await self.admin.start()
-        for queue in self.queues:
-            await queue.start()
+            admin = self.admin
+            steps.add("admin", start=admin.start, shutdown=lambda _: admin.shutdown())
+        steps.add("pattern state", shutdown=self._save_last_patterns)
+        if self.analysis is not None:
+            analysis = self.analysis
+            steps.add("analysis", shutdown=lambda _: analysis.shutdown())
+        if self.passthrough is not None:
+            passthrough = self.passthrough
+            steps.add("passthrough", start=passthrough.start, shutdown=lambda _: passthrough.shutdown())
+        steps.add("queues", start=self._start_queues, shutdown=self._drain_queues)
+        steps.add("open tails", shutdown=lambda _: self._account_for_open_tails())
+        if self.fleet is not None:
+            fleet = self.fleet
+            # no record arrives any more by then: the last window is complete
+            steps.add(
+                "fleet",
+                start=fleet.start,
+                shutdown=lambda d: fleet.shutdown(report_seconds=d.share(0.25, 2.0)),
+            )
+        steps.add("background tasks", start=self._spawn_background, shutdown=lambda _: steps.tasks.shutdown())
+        steps.add("receivers", start=self._start_receivers, shutdown=self._stop_receivers)
+
+    async def start(self) -> None:
+        await self.lifecycle.start()
+        if self.fleet is not None:
+            self.fleet.announce()
+
+    async def shutdown(self, drain_seconds: float = 10.0) -> int:
+        """Stop receiving, flush queued records upstream within `drain_seconds`, then close everything.
+        Returns how many acknowledged records were dropped (memory queues' leftovers at the deadline)."""
+        return await self.lifecycle.shutdown(Deadline.after(drain_seconds))
+
+    async def _start_queues(self) -> None:
+        for started, queue in enumerate(self.queues):
+            try:
+                await queue.start()
+            except BaseException:  # e.g. a disk queue's directory held by another process
+                await self._drain_queues(Deadline.after(ROLLBACK_SECONDS), self.queues[:started])
+                raise
+
+    async def _drain_queues(self, deadline: Deadline, queues: list[ExportQueue] | None = None) -> int:
+        drained = self.queues if queues is None else queues
+        return sum(await asyncio.gather(*(queue.shutdown(deadline.at) for queue in drained)))
+
+    async def _spawn_background(self) -> None:
+        tasks = self.lifecycle.tasks
         if self.memory_limiter is not None:
             self.memory_limiter.measure()  # before the receivers open: the first request is judged too
-            self._spawn(self.memory_limiter.run(), "memory-limiter")
-        if self.passthrough is not None:
-            await self.passthrough.start()
-        self._spawn(self.policy_store.watch(self.config.sampler.reload_interval, self._stop), "policy-watch")
-        self._spawn(self._refresh_gauges(), "gauges")
-        self._spawn(self._send_summaries_periodically(), "summaries")
+            tasks.spawn(self.memory_limiter.run(), "memory-limiter")
+        tasks.spawn(
+            self.policy_store.watch(self.config.sampler.reload_interval, tasks.stopping), "policy-watch"
+        )
+        tasks.spawn(self._refresh_gauges(), "gauges")
+        tasks.spawn(self._send_summaries_periodically(), "summaries")
         if self.config.patterns.state_file is not None:
-            self._spawn(self._save_patterns_periodically(), "patterns-save")
+            tasks.spawn(self._save_patterns_periodically(), "patterns-save")
         if self.analysis is not None and self.config.analysis.enabled:
-            self._spawn(self.analysis.run(self._stop), "analysis")
-        if self.fleet is not None:
-            await self.fleet.start()
+            tasks.spawn(self.analysis.run(tasks.stopping), "analysis")
+
+    async def _start_receivers(self) -> None:
         receivers = self.config.receivers
         raise_open_file_limit(
             RESERVED_FILES + sum(r.max_connections for r in (receivers.grpc, receivers.http) if r.enabled)
         )
-        if self.grpc is not None:
-            await self.grpc.start()
-        if self.http is not None:
-            await self.http.start()
-        self._ready = True
-        if self.fleet is not None:
-            self.fleet.announce()
+        try:
+            if self.grpc is not None:
+                await self.grpc.start()
+            if self.http is not None:
+                await self.http.start()
+        except BaseException:  # one cannot listen: close the other too
+            await self._stop_receivers(Deadline.after(ROLLBACK_SECONDS))
+            raise
 
-    async def stop(self, drain_seconds: float = 10.0) -> int:
-        """Stop receiving, flush queued records upstream within `drain_seconds`, then close everything.
-        Returns how many acknowledged records were dropped (memory queues' leftovers at the deadline)."""
-        deadline = time.monotonic() + drain_seconds
-        self._ready = False
-        receivers = [r for r in (self.grpc, self.http) if r is not None]
-        await asyncio.gather(*(r.stop(grace=min(2.0, drain_seconds / 4)) for r in receivers))
-        self._stop.set()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.fleet is not None:  # no record arrives any more: the last window is complete
-            await self.fleet.stop(report_seconds=min(2.0, drain_seconds / 4))
-        await self._account_for_open_tails()
-        dropped = sum(await asyncio.gather(*(queue.shutdown(deadline) for queue in self.queues)))
-        if self.passthrough is not None:
-            await self.passthrough.stop()
-        if self.analysis is not None:
-            await self.analysis.aclose()
-        self._save_patterns()
-        if self.admin is not None:
-            await self.admin.stop()
-        return dropped
-
-    def _spawn(self, coroutine: Any, name: str) -> None:
-        self._tasks.append(asyncio.create_task(coroutine, name=name))
+    async def _stop_receivers(self, deadline: Deadline) -> None:
+        grace = deadline.share(0.25, 2.0)
+        await asyncio.gather(*(r.shutdown(grace) for r in (self.grpc, self.http) if r is not None))
 
     async def _refresh_gauges(self) -> None:
         publisher = StatsPublisher(self.telemetry)
@@ -245,6 +282,9 @@ class Proxy:
             await asyncio.sleep(self.config.patterns.save_interval)
             self._save_patterns()
 
+    async def _save_last_patterns(self, _: Deadline) -> None:
+        self._save_patterns()
+
     def _save_patterns(self) -> None:
         """Save the learned templates; a failure is logged and counted, never raised: it must not end
         the periodic save nor the shutdown (the state is an optimisation, records do not depend on it)."""
@@ -262,12 +302,6 @@ class Proxy:
         else:
             self.telemetry.pattern_state_saves.labels("success").inc()
 
-    # ---- AdminSource ----
-
-    @property
-    def ready(self) -> bool:
-        return self._ready
-
     @property
     def ports(self) -> dict[str, int]:
         return {
@@ -275,41 +309,6 @@ class Proxy:
             "http": self.http.port if self.http else 0,
             "admin": self.admin.port if self.admin else 0,
         }
-
-    def metrics_text(self) -> bytes:
-        return self.telemetry.exposition()
-
-    def policy_view(self) -> dict[str, Any]:
-        view = {
-            "current": self.sampler.policy.model_dump(mode="json"),
-            "source": str(self.policy_store.source) if self.policy_store.source else "built-in default",
-            "history": policy_history(
-                (self.config.analysis.policy_file or self.config.sampler.policy_file).parent / "history"
-            ),
-        }
-        if warning := missing_policy_file(self.config.sampler.policy_file, self.policy_store.source_name):
-            view["warnings"] = [warning]
-        if self.fleet is not None:
-            view["fleet"] = self.fleet.status()
-        return view
-
-    def patterns_view(self, limit: int) -> dict[str, Any]:
-        if self.fleet is not None:
-            return self.fleet.patterns_view(limit, self.sampler.resolve)
-        assert self.analysis is not None
-        view = self.analysis.patterns_view(limit)
-        stats = self.engine.stats()
-        # merges: pattern ids retired into another (they resolve to it); shed: lines not mined in a flood
-        view["engine"] = {
-            "templates": stats.templates,
-            "pattern_merges": stats.pattern_merges,
-            "shed_lines": stats.shed_lines,
-        }
-        return view
-
-    def anomalies_view(self) -> list[dict[str, Any]]:
-        # a fleet's samplers take boosts from the analyzer, which detects the anomalies
-        return self.analysis.recent_anomalies_view() if self.analysis is not None else []
 
 
 class Service(Protocol):
@@ -320,7 +319,7 @@ class Service(Protocol):
 
     async def start(self) -> None: ...
 
-    async def stop(self, drain_seconds: float = 10.0) -> int | None:
+    async def shutdown(self, drain_seconds: float = 10.0) -> int | None:
         """Stop; returns how many acknowledged records were dropped, when the service holds any."""
         ...
 
@@ -359,7 +358,7 @@ async def run_until_signalled(
         log.info("lipservice-proxy worker ready", extra={"worker": worker})
     await stop.wait()
     log.info("shutting down: stopping receivers, flushing queues")
-    dropped = await service.stop(stop_timeout) or 0
+    dropped = await service.shutdown(stop_timeout) or 0
     if dropped:
         log.error("stopped; %d acknowledged records were dropped at shutdown", dropped)
     else:

@@ -15,9 +15,7 @@ import pytest
 from bench.coldstart import replay_cold_start
 from lipservice_proxy.sampling.policy import AnomalyBoost
 
-from .support.loghub import available_systems
-
-pytestmark = pytest.mark.skipif(len(available_systems()) < 4, reason="needs the shared loghub files")
+pytestmark = pytest.mark.loghub
 
 
 @pytest.mark.parametrize(

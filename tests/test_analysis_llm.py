@@ -64,7 +64,7 @@ async def running_proxy(tmp_path: Path, analysis: dict[str, Any]) -> AsyncIterat
     try:
         yield proxy
     finally:
-        await proxy.stop(drain_seconds=2.0)
+        await proxy.shutdown(drain_seconds=2.0)
 
 
 def logs_request(lines: list[tuple[str, str]], service: str = "hdfs") -> ExportLogsServiceRequest:
@@ -452,7 +452,7 @@ def test_rules_naming_a_pattern_by_id_alone_or_template_alone_leave_the_prompt_w
                 await send(proxy, loghub_batch("HDFS"))
                 result = await proxy.analysis.run_once(time.time())
             finally:
-                await proxy.stop(drain_seconds=2.0)
+                await proxy.shutdown(drain_seconds=2.0)
         assert (result.outcome, result.written) == ("llm", True)
         assert [document["quiet_rules"] for document in prompts] == [[]]
 

@@ -132,7 +132,7 @@ def test_a_million_distinct_patterns_services_and_values_keep_memory_and_series_
     assert families["lipservice_log_bytes_received"] <= services + 1
     assert families["lipservice_pattern_records"] <= (patterns + services + 1) * 6
     assert sum(families.values()) < 5_000
-    exposition = proxy.metrics_text()
+    exposition = proxy.views.metrics_text()
     assert b'service="other"' in exposition and b'pattern="other"' in exposition
 
     # and every structure that remembers patterns, services or values stayed within its cap

@@ -219,6 +219,7 @@ def tls_sink(tls_sink_thread: SinkThread) -> OtlpSink:
     return tls_sink_thread.sink
 
 
+@pytest.mark.openssl
 def test_https_endpoint_with_private_ca(tls_sink: OtlpSink, certificate: tuple[Path, Path]) -> None:
     port = tls_sink.grpc_endpoint.rpartition(":")[2]
     tls = {"ca_file": str(certificate[0])}
@@ -227,6 +228,7 @@ def test_https_endpoint_with_private_ca(tls_sink: OtlpSink, certificate: tuple[P
     assert tls_sink.log_record_count == 2
 
 
+@pytest.mark.openssl
 def test_plaintext_or_unknown_ca_cannot_reach_a_tls_upstream(
     tls_sink: OtlpSink, certificate: tuple[Path, Path]
 ) -> None:

@@ -132,6 +132,7 @@ def test_unreachable_and_slow_upstreams_are_retryable(sink_thread: SinkThread, s
     assert asyncio.run(export_once(config_for(f"{sink.http_url}/v1/logs"), payload)) == ExportResult()
 
 
+@pytest.mark.openssl
 def test_https_with_private_ca_or_skip_verify(tmp_path_factory: pytest.TempPathFactory) -> None:
     certificate = self_signed_certificate(tmp_path_factory.mktemp("tls"))
     payload = log_request(records=1).SerializeToString()

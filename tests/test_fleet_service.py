@@ -86,7 +86,7 @@ async def running(service: S) -> AsyncIterator[S]:
     try:
         yield service
     finally:
-        await service.stop(drain_seconds=2.0)
+        await service.shutdown(drain_seconds=2.0)
 
 
 def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -148,7 +148,7 @@ def test_policy_and_boosts_reach_every_sampler_and_reports_add_up(tmp_path: Path
                 for sampler in (s1, s2):  # the analyzer's policy beats the local v1 before any record
                     assert sampler.sampler.policy.version == 2
                     assert sampler.policy_store.source == f"analyzer 127.0.0.1:{port}"
-                    assert sampler.policy_view()["fleet"]["connected"] is True
+                    assert sampler.views.policy_view()["fleet"]["connected"] is True
                 assert metric(analyzer, "lipservice_fleet_samplers") == 2
 
                 await send(s1, 300, seed=1)
@@ -159,7 +159,7 @@ def test_policy_and_boosts_reach_every_sampler_and_reports_add_up(tmp_path: Path
                 (only_s2,) = [e for e in analyzer.stats.entries() if e.template.startswith("checkout")]
                 minted = PatternEngine().add("checkout 7 finished in 42 ms").id
                 assert only_s2.pattern_id == minted and only_s2.received == 2
-                roster = {entry["sampler_id"]: entry for entry in analyzer.fleet_view()["samplers"]}
+                roster = {entry["sampler_id"]: entry for entry in analyzer.views.fleet_view()["samplers"]}
                 assert {
                     k: (v["records"], v["connected"], v["policy_version"]) for k, v in roster.items()
                 } == {
@@ -199,7 +199,7 @@ def test_without_the_analyzer_samplers_keep_its_policy_and_resend_the_reports_it
             port = first.ports["fleet"]
             async with running(Proxy(sampler_config(tmp_path, port, sink, "s1"), role="sampler")) as sampler:
                 assert sampler.sampler.policy.version == 4
-                await first.stop(drain_seconds=1.0)
+                await first.shutdown(drain_seconds=1.0)
                 await async_wait_until(lambda: sampler.fleet is not None and not sampler.fleet.connected)
                 assert metric(sampler, "lipservice_fleet_connected") == 0
 
@@ -220,7 +220,7 @@ def test_without_the_analyzer_samplers_keep_its_policy_and_resend_the_reports_it
                     )
                     assert sampler.fleet is not None and sampler.fleet.status()["reports_pending"] == 0
                     assert metric(sampler, "lipservice_fleet_reports_sent_total", outcome="failed") == 0
-                    roster = {entry["sampler_id"]: entry for entry in second.fleet_view()["samplers"]}
+                    roster = {entry["sampler_id"]: entry for entry in second.views.fleet_view()["samplers"]}
                     assert roster["s1"]["missed_reports"] == 0
 
     run(scenario)
@@ -281,7 +281,7 @@ def test_admin_views_of_a_sampler_and_the_analyzer(tmp_path: Path) -> None:
         ):
             await async_wait_until(lambda: "s1" in analyzer.book, what="the sampler's first report")
             await send(sampler, 300)
-            view = sampler.patterns_view(5)  # its open window: nothing reported yet
+            view = sampler.views.patterns_view(5)  # its open window: nothing reported yet
             assert view["total_patterns"] > 5 and view["fleet"]["sampler_id"] == "s1"
             for pattern in view["patterns"]:
                 rates, sources = sampler.sampler.resolve(
@@ -291,7 +291,7 @@ def test_admin_views_of_a_sampler_and_the_analyzer(tmp_path: Path) -> None:
                     range(4), key=lambda n: pattern["counts"].get(["TRACE", "DEBUG", "INFO", "WARN"][n], 0)
                 )
                 assert (pattern["rate"], pattern["rule"]) == (rates[level], sources[level].label)
-            assert sum(p["received"] for p in sampler.patterns_view(1000)["patterns"]) == 300
+            assert sum(p["received"] for p in sampler.views.patterns_view(1000)["patterns"]) == 300
             # a boost from the analyzer shows as what it is: the pattern kept at the boost's rate
             boosted = view["patterns"][0]["id"]
             analyzer.feed.boosts.boost(boosted, 1.0, time.time() + 60, "spike: test")
@@ -299,9 +299,9 @@ def test_admin_views_of_a_sampler_and_the_analyzer(tmp_path: Path) -> None:
                 lambda: sampler.sampler.boosts.rate(boosted, time.time()) == 1.0,
                 what="the boost on the sampler",
             )
-            shown = next(p for p in sampler.patterns_view(5)["patterns"] if p["id"] == boosted)
+            shown = next(p for p in sampler.views.patterns_view(5)["patterns"] if p["id"] == boosted)
             assert (shown["rate"], shown["rule"]) == (1.0, "boost")
-            assert [b["pattern_id"] for b in sampler.patterns_view(5)["boosts"]] == [boosted]
+            assert [b["pattern_id"] for b in sampler.views.patterns_view(5)["boosts"]] == [boosted]
             for service in (sampler, analyzer):
                 status, page = await get(service, "/")
                 assert status == 200 and "Policy in force" in page

@@ -3,17 +3,28 @@ had to drop acknowledged records."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 import yaml
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from .support.proxy import ProxyProcess, http_get, sink_exporter
+from lipservice_proxy.config import ProxyConfig
+from lipservice_proxy.errors import ConfigError, LipserviceError
+from lipservice_proxy.lifecycle import Deadline, Lifecycle
+from lipservice_proxy.service import Proxy
+
+from .support.otlp_samples import trace_request
+from .support.proxy import ProxyProcess, http_get, loopback_config, sink_exporter
 from .support.sdk import emit, sdk_logger
-from .support.sink import SinkThread
-from .support.waiting import wait_until
+from .support.sink import OtlpSink, SinkThread
+from .support.waiting import async_wait_until, wait_until
 
 KEEP_ALL = "version: 1\nseverity_rates: {TRACE: 1, DEBUG: 1, INFO: 1, WARN: 1}\n"
 
@@ -141,3 +152,186 @@ def test_sigterm_that_drops_acknowledged_records_exits_3_and_says_how_to_keep_th
         for message in errors
     ), errors
     assert any("300 acknowledged records were dropped at shutdown" in message for message in errors), errors
+
+
+# ---- the HTTP receiver's grace at shutdown ----
+
+
+def one_record_request() -> bytes:
+    request = ExportLogsServiceRequest()
+    record = request.resource_logs.add().scope_logs.add().log_records.add()
+    record.body.string_value = "order 1 shipped"
+    record.severity_text = "INFO"
+    return request.SerializeToString()
+
+
+async def post_started(
+    port: int, path: str, body: bytes, *, sent: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A POST whose handler runs (the proxy answered `100 Continue`), with `sent` bytes of its body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/x-protobuf\r\n".encode()
+        + f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode()
+    )
+    await writer.drain()
+    assert (await reader.readline()).startswith(b"HTTP/1.1 100")
+    await reader.readline()
+    writer.write(body[:sent])
+    await writer.drain()
+    return reader, writer
+
+
+async def running_proxy(overrides: dict[str, Any]) -> Proxy:
+    config = loopback_config({"receivers": {"http": {"read_timeout": "30s"}}, **overrides})
+    proxy = Proxy(ProxyConfig.model_validate(config))
+    await proxy.start()
+    return proxy
+
+
+def test_http_shutdown_lets_a_slow_request_finish_within_grace() -> None:
+    """A request whose handler is busy (here: a slow passthrough upstream) is answered before the
+    receiver's shutdown returns, and the shutdown does not wait out its grace."""
+
+    async def scenario() -> None:
+        async with OtlpSink() as upstream:
+            upstream.set_delay(1.0)
+            proxy = await running_proxy({"passthrough": {"traces": f"http://{upstream.grpc_endpoint}"}})
+            try:
+                assert proxy.http is not None
+                body = trace_request().SerializeToString()
+                reader, writer = await post_started(proxy.http.port, "/v1/traces", body, sent=len(body))
+                await async_wait_until(lambda: upstream.attempts("grpc"), what="the forwarded request")
+                started = time.monotonic()
+                await asyncio.wait_for(proxy.http.shutdown(grace=20.0), 15)
+                assert time.monotonic() - started < 20.0
+                assert b" 200 " in await asyncio.wait_for(reader.readline(), 5)
+                assert len(upstream.requests("traces")) == 1
+                writer.close()
+            finally:
+                await proxy.shutdown(drain_seconds=2.0)
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=60))
+
+
+def test_http_shutdown_cuts_a_stuck_request_at_grace() -> None:
+    """A request stuck on its body (aiohttp reads nothing more once shutdown begins) is cut at the
+    grace, not held for its read_timeout (30 s here)."""
+
+    async def scenario() -> None:
+        proxy = await running_proxy({})
+        try:
+            assert proxy.http is not None
+            body = one_record_request()
+            reader, writer = await post_started(proxy.http.port, "/v1/logs", body, sent=len(body) // 2)
+            started = time.monotonic()
+            await asyncio.wait_for(proxy.http.shutdown(grace=0.5), 10)
+            assert 0.5 <= time.monotonic() - started < 5.0
+            answer = b""
+            with contextlib.suppress(ConnectionError):
+                answer = await asyncio.wait_for(reader.read(), 5)
+            assert b" 200 " not in answer  # cut unanswered: the client still holds its records
+            writer.close()
+        finally:
+            await proxy.shutdown(drain_seconds=2.0)
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=60))
+
+
+def refuses_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_a_proxy_that_cannot_start_closes_what_had_started() -> None:
+    """The HTTP port is taken: the admin and the gRPC receiver, already listening, close again."""
+
+    async def scenario() -> None:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            endpoint = f"127.0.0.1:{taken.getsockname()[1]}"
+            proxy = Proxy(
+                ProxyConfig.model_validate(loopback_config({"receivers": {"http": {"endpoint": endpoint}}}))
+            )
+            with pytest.raises(ConfigError, match=f"receivers.http.endpoint: {endpoint} is already in use"):
+                await proxy.start()
+        assert proxy.grpc is not None and proxy.admin is not None
+        assert proxy.grpc.port and proxy.admin.port  # both had started
+        assert refuses_connections(proxy.grpc.port) and refuses_connections(proxy.admin.port)
+        assert not proxy.views.ready
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=60))
+
+
+# ---- the Lifecycle itself ----
+
+
+def recorded_lifecycle(
+    events: list[str], *, failing_start: str = "", failing_shutdown: str = ""
+) -> Lifecycle:
+    lifecycle = Lifecycle("test")
+
+    def step(name: str, dropped: int | None) -> None:
+        async def start() -> None:
+            events.append(f"start {name}")
+            if name == failing_start:
+                raise LipserviceError(f"{name} cannot start")
+
+        async def shutdown(deadline: Deadline) -> int | None:
+            events.append(f"shutdown {name}")
+            if name == failing_shutdown:
+                raise RuntimeError(f"{name} cannot stop")
+            return dropped
+
+        lifecycle.add(name, start=start, shutdown=shutdown)
+
+    step("exporters", 3)
+    step("tasks", None)
+    step("receivers", 4)
+    return lifecycle
+
+
+def test_lifecycle_starts_in_order_and_shuts_down_in_reverse_summing_the_dropped() -> None:
+    events: list[str] = []
+
+    async def scenario() -> int:
+        lifecycle = recorded_lifecycle(events)
+        await lifecycle.start()
+        assert lifecycle.running
+        dropped = await lifecycle.shutdown(Deadline.after(1.0))
+        assert not lifecycle.running
+        assert await lifecycle.shutdown(Deadline.after(1.0)) == 0  # a second shutdown has nothing left
+        return dropped
+
+    assert asyncio.run(scenario()) == 7
+    assert events == [
+        "start exporters",
+        "start tasks",
+        "start receivers",
+        "shutdown receivers",
+        "shutdown tasks",
+        "shutdown exporters",
+    ]
+
+
+def test_a_failed_start_shuts_down_what_started_and_a_failing_shutdown_step_does_not_stop_the_rest() -> None:
+    events: list[str] = []
+
+    async def scenario() -> None:
+        lifecycle = recorded_lifecycle(events, failing_start="receivers", failing_shutdown="tasks")
+        with pytest.raises(LipserviceError, match="receivers cannot start"):
+            await lifecycle.start()
+        assert not lifecycle.running
+
+    asyncio.run(scenario())
+    assert events == [
+        "start exporters",
+        "start tasks",
+        "start receivers",
+        "shutdown tasks",
+        "shutdown exporters",
+    ]

@@ -200,7 +200,7 @@ async def console_proxy(tmp_path: Path, **admin: Any) -> AsyncIterator[Proxy]:
     try:
         yield proxy
     finally:
-        await proxy.stop(drain_seconds=2.0)
+        await proxy.shutdown(drain_seconds=2.0)
 
 
 async def post(proxy: Proxy, request: ExportLogsServiceRequest) -> None:

@@ -90,6 +90,7 @@ def tls_proxy_config(sink: SinkThread, cert: tuple[Path, Path], **tls: Any) -> d
 # ---- receivers ----
 
 
+@pytest.mark.openssl
 def test_grpc_receiver_over_tls_with_the_sdk_exporter(
     sink: SinkThread, server_cert: tuple[Path, Path]
 ) -> None:
@@ -110,6 +111,7 @@ def test_grpc_receiver_over_tls_with_the_sdk_exporter(
     assert sink.sink.log_record_count == len(ERRORS)
 
 
+@pytest.mark.openssl
 def test_http_receiver_over_tls_with_the_sdk_exporter(
     sink: SinkThread, server_cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -129,6 +131,7 @@ def test_http_receiver_over_tls_with_the_sdk_exporter(
             https_post(url, ssl.create_default_context())  # the system CAs do not vouch for it
 
 
+@pytest.mark.openssl
 def test_client_certificates_are_required_when_a_client_ca_is_set(
     sink: SinkThread, server_cert: tuple[Path, Path], client_cert: tuple[Path, Path]
 ) -> None:
@@ -168,6 +171,7 @@ def start_failure(tmp_path: Path, config_text: str) -> str:
     return result.stderr
 
 
+@pytest.mark.openssl
 def test_bad_certificate_files_stop_the_proxy_with_a_clear_error(
     tmp_path: Path, server_cert: tuple[Path, Path], client_cert: tuple[Path, Path]
 ) -> None:
@@ -189,6 +193,7 @@ def test_bad_certificate_files_stop_the_proxy_with_a_clear_error(
 # ---- exporters ----
 
 
+@pytest.mark.openssl
 def test_exporter_reaches_a_tls_upstream_through_its_private_ca(server_cert: tuple[Path, Path]) -> None:
     with SinkThread(tls=server_cert) as tls_sink:
         port = tls_sink.sink.grpc_endpoint.rpartition(":")[2]

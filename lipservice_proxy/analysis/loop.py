@@ -161,9 +161,9 @@ class AnalysisLoop:
                     self._telemetry.analysis_runs.labels("error").inc()
                 tick = next_tick(tick, interval, time.monotonic())
         finally:
-            await self.aclose()
+            await self.shutdown()
 
-    async def aclose(self) -> None:
+    async def shutdown(self) -> None:
         await self.save_state()
         if self._advisor is not None:
             await self._advisor.aclose()

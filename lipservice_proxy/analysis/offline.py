@@ -67,4 +67,4 @@ async def analyze_records(
         end = (stats.last_observed or 0.0) + 1.0  # the last batch's second, included
         return await loop.run_once(end)
     finally:
-        await loop.aclose()
+        await loop.shutdown()

@@ -13,10 +13,10 @@ they hold, open stream).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -26,6 +26,7 @@ from ..analysis.loop import AnalysisLoop
 from ..analysis.stats import PatternStats
 from ..auth import BearerAuthenticator
 from ..config import MIB, ProxyConfig
+from ..lifecycle import Deadline, Lifecycle
 from ..sampling.boosts import BoostTable
 from ..sampling.policy import Policy
 from ..sampling.rates import RateTable, Resolved
@@ -63,6 +64,52 @@ class FleetPolicy:
         return self._rates.resolve(service, pattern_id, template)
 
 
+@dataclass(frozen=True, slots=True)
+class AnalyzerViews:
+    """What the admin shows of the analyzer (`admin.AdminSource`), and its /api/v1/fleet."""
+
+    config: ProxyConfig
+    lifecycle: Lifecycle
+    readiness: Callable[[], bool] | None  # more to be ready than listening (the workers of --workers)
+    telemetry: Telemetry
+    timeline: Timeline
+    policy_store: PolicyStore
+    fleet_policy: FleetPolicy
+    feed: PolicyFeed
+    book: FleetBook
+    analysis: AnalysisLoop
+
+    @property
+    def ready(self) -> bool:
+        return self.lifecycle.running and (self.readiness is None or self.readiness())
+
+    def metrics_text(self) -> bytes:
+        return self.telemetry.exposition()
+
+    def policy_view(self) -> dict[str, Any]:
+        source = self.policy_store.source
+        return {
+            "current": self.fleet_policy.policy.model_dump(mode="json"),
+            "source": str(source) if source else "built-in default",
+            "history": policy_history(self.config.analysis.policy_file.parent / "history"),
+            "revision": self.feed.revision,
+        }
+
+    def patterns_view(self, limit: int) -> dict[str, Any]:
+        return self.analysis.patterns_view(limit)
+
+    def anomalies_view(self) -> list[dict[str, Any]]:
+        return self.analysis.recent_anomalies_view()
+
+    def fleet_view(self) -> dict[str, Any]:
+        return {
+            "role": "analyzer",
+            "policy_version": self.feed.version,
+            "revision": self.feed.revision,
+            "samplers": self.book.view(),
+        }
+
+
 class Analyzer:
     def __init__(
         self,
@@ -74,11 +121,8 @@ class Analyzer:
         readiness: Callable[[], bool] | None = None,
     ) -> None:
         self.config = config
-        self._readiness = readiness  # more to be ready than listening (the workers of --workers)
         self.telemetry = telemetry = Telemetry()
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._ready = False
+        self.lifecycle = Lifecycle("analyzer")
 
         self.policy_store = PolicyStore(
             [config.sampler.policy_file, config.analysis.policy_file], Policy(), telemetry
@@ -111,75 +155,61 @@ class Analyzer:
             auth=BearerAuthenticator.from_config(config.fleet.auth, environ),
             max_message_bytes=message_bytes,
         )
+        self.views = AnalyzerViews(
+            config=config,
+            lifecycle=self.lifecycle,
+            readiness=readiness,
+            telemetry=telemetry,
+            timeline=self.timeline,
+            policy_store=self.policy_store,
+            fleet_policy=self.fleet_policy,
+            feed=self.feed,
+            book=self.book,
+            analysis=self.analysis,
+        )
         self.admin = (
             AdminServer(
                 config.admin,
-                self,
+                self.views,
                 auth=BearerAuthenticator.from_config(config.admin.auth, environ),
                 extra_routes=[web.get("/api/v1/fleet", self._fleet_route), *extra_routes],
             )
             if config.admin.enabled
             else None
         )
+        self._add_steps()
+
+    def _add_steps(self) -> None:
+        """Start-up order; shutdown runs it backwards: the PolicyService ends every stream first."""
+        steps = self.lifecycle
+        if self.admin is not None:
+            admin = self.admin
+            steps.add("admin", start=admin.start, shutdown=lambda _: admin.shutdown())
+        steps.add("analysis", shutdown=lambda _: self.analysis.shutdown())
+        steps.add("background tasks", start=self._spawn_background, shutdown=lambda _: steps.tasks.shutdown())
+        steps.add(
+            "policy service",
+            start=self.server.start,
+            shutdown=lambda d: self.server.shutdown(grace=d.share(1.0, 1.0)),
+        )
+
+    async def _spawn_background(self) -> None:
+        tasks = self.lifecycle.tasks
+        tasks.spawn(
+            self.policy_store.watch(self.config.sampler.reload_interval, tasks.stopping), "policy-watch"
+        )
+        if self.config.analysis.enabled:
+            tasks.spawn(self.analysis.run(tasks.stopping), "analysis")
 
     async def start(self) -> None:
-        if self.admin is not None:
-            await self.admin.start()
-        await self.server.start()
-        self._spawn(self.policy_store.watch(self.config.sampler.reload_interval, self._stop), "policy-watch")
-        if self.config.analysis.enabled:
-            self._spawn(self.analysis.run(self._stop), "analysis")
-        self._ready = True
+        await self.lifecycle.start()
 
-    async def stop(self, drain_seconds: float = 10.0) -> None:
-        self._ready = False
-        await self.server.stop(grace=min(1.0, drain_seconds))
-        self._stop.set()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.analysis.aclose()
-        if self.admin is not None:
-            await self.admin.stop()
-
-    def _spawn(self, coroutine: Any, name: str) -> None:
-        self._tasks.append(asyncio.create_task(coroutine, name=name))
-
-    # ---- AdminSource ----
-
-    @property
-    def ready(self) -> bool:
-        return self._ready and (self._readiness is None or self._readiness())
+    async def shutdown(self, drain_seconds: float = 10.0) -> None:
+        await self.lifecycle.shutdown(Deadline.after(drain_seconds))
 
     @property
     def ports(self) -> dict[str, int]:
         return {"fleet": self.server.port, "admin": self.admin.port if self.admin else 0}
 
-    def metrics_text(self) -> bytes:
-        return self.telemetry.exposition()
-
-    def policy_view(self) -> dict[str, Any]:
-        source = self.policy_store.source
-        return {
-            "current": self.fleet_policy.policy.model_dump(mode="json"),
-            "source": str(source) if source else "built-in default",
-            "history": policy_history(self.config.analysis.policy_file.parent / "history"),
-            "revision": self.feed.revision,
-        }
-
-    def patterns_view(self, limit: int) -> dict[str, Any]:
-        return self.analysis.patterns_view(limit)
-
-    def anomalies_view(self) -> list[dict[str, Any]]:
-        return self.analysis.recent_anomalies_view()
-
-    def fleet_view(self) -> dict[str, Any]:
-        return {
-            "role": "analyzer",
-            "policy_version": self.feed.version,
-            "revision": self.feed.revision,
-            "samplers": self.book.view(),
-        }
-
     async def _fleet_route(self, request: web.Request) -> web.Response:
-        return json_response(self.fleet_view())
+        return json_response(self.views.fleet_view())

@@ -148,7 +148,7 @@ class FleetClient:
         learns of this sampler as soon as it can take traffic."""
         self._tasks.append(asyncio.create_task(self._report_periodically(), name="fleet-reports"))
 
-    async def stop(self, report_seconds: float) -> None:
+    async def shutdown(self, report_seconds: float) -> None:
         """Send the last window (given `report_seconds` at most), then close the stream and the channel."""
         for task in self._tasks:
             task.cancel()

@@ -90,7 +90,7 @@ class PolicyServer:
         log.info("fleet PolicyService listening on %s", self._endpoint.rsplit(":", 1)[0] + f":{self.port}")
         return self.port
 
-    async def stop(self, grace: float) -> None:
+    async def shutdown(self, grace: float) -> None:
         self._feed.close()  # ends every policy stream now; samplers reconnect to the next analyzer
         await self._server.stop(grace)
 

@@ -43,6 +43,7 @@ from ..admin import json_response
 from ..backoff import Backoff
 from ..config import ProxyConfig, RetrySettings, host_port
 from ..errors import ConfigError, LipserviceError
+from ..lifecycle import ROLLBACK_SECONDS, Deadline, Lifecycle
 from ..listen import listen_error
 from ..metricsdir import MULTIPROCESS_DIR_ENV
 from .analyzer import Analyzer
@@ -192,58 +193,66 @@ class Supervisor:
         )
         self._reservations: list[socket.socket] = []
         self._endpoints: dict[str, str] = {}
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = asyncio.Event()
-        self._started = False
+        self.lifecycle = Lifecycle("supervisor")
+        steps = self.lifecycle
+        steps.add("receiver ports", start=self._reserve_ports, shutdown=lambda _: self._release_ports())
+        steps.add("analyzer", start=self.analyzer.start, shutdown=lambda d: self.analyzer.shutdown(d.seconds))
+        steps.add("workers", start=self._start_workers, shutdown=self._stop_workers)
+        steps.add("supervision", start=self._supervise_workers, shutdown=lambda _: steps.tasks.shutdown())
 
     # ---- lifecycle ----
 
     async def start(self) -> None:
+        await self.lifecycle.start()
+
+    async def shutdown(self, drain_seconds: float = 10.0) -> int:
+        """SIGTERM every worker, give them `drain_seconds` (and a margin) to drain, then stop the analyzer.
+        Returns how many acknowledged records the workers dropped at shutdown (each logged its own)."""
+        await self.lifecycle.shutdown(Deadline.after(drain_seconds))
+        return self._dropped_at_shutdown()
+
+    async def _reserve_ports(self) -> None:
         receivers = self._config.receivers
         for name, receiver in (("grpc", receivers.grpc), ("http", receivers.http)):
             if receiver.enabled:
                 sock, endpoint = reserve_port(receiver.endpoint, f"receivers.{name}.endpoint")
                 self._reservations.append(sock)
                 self._endpoints[name] = endpoint
-        await self.analyzer.start()
+
+    async def _release_ports(self) -> None:
+        for sock in self._reservations:
+            sock.close()
+        self._reservations.clear()
+
+    async def _start_workers(self) -> None:
+        """Start every worker and wait for each to report; on failure, stop the ones that started."""
         try:
             for worker in self.workers:
                 self._spawn(worker)
             await self._wait_for_workers()
         except BaseException:
-            await self.stop(drain_seconds=2.0)
+            await self._stop_workers(Deadline.after(ROLLBACK_SECONDS))
             raise
-        self._tasks = [
-            asyncio.create_task(self._supervise(w), name=f"worker-{w.index}") for w in self.workers
-        ]
-        self._started = True
 
-    async def stop(self, drain_seconds: float = 10.0) -> int:
-        """SIGTERM every worker, give them `drain_seconds` (and a margin) to drain, then stop the analyzer.
-        Returns how many acknowledged records the workers dropped at shutdown (each logged its own)."""
-        self._stopping.set()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def _supervise_workers(self) -> None:
+        for worker in self.workers:
+            self.lifecycle.tasks.spawn(self._supervise(worker), f"worker-{worker.index}")
+
+    async def _stop_workers(self, deadline: Deadline) -> None:
         running = [w.process for w in self.workers if w.alive and w.process is not None]
         for process in running:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
-        for _ in range(int((drain_seconds + STOP_MARGIN) / WAIT_STEP)):
+        for _ in range(int((deadline.seconds + STOP_MARGIN) / WAIT_STEP)):
             if all(process.poll() is not None for process in running):
                 break
             await asyncio.sleep(WAIT_STEP)
         for process in running:
             if process.poll() is None:
-                log.error("worker pid %d did not stop within %gs; killing it", process.pid, drain_seconds)
+                log.error("worker pid %d did not stop within %gs; killing it", process.pid, deadline.seconds)
                 process.kill()
                 process.wait(STOP_MARGIN)
             self._forget_process(process.pid)
-        await self.analyzer.stop(drain_seconds)
-        for sock in self._reservations:
-            sock.close()
-        self._reservations.clear()
-        return self._dropped_at_shutdown()
 
     def _dropped_at_shutdown(self) -> int:
         """The workers' `lipservice_export_shutdown_dropped_records_total`, summed from the shared
@@ -260,7 +269,7 @@ class Supervisor:
         )
 
     def _workers_up(self) -> bool:
-        return self._started and not self._stopping.is_set() and any(w.alive for w in self.workers)
+        return self.lifecycle.running and any(w.alive for w in self.workers)
 
     @property
     def ports(self) -> dict[str, int]:
@@ -311,7 +320,8 @@ class Supervisor:
 
     async def _supervise(self, worker: Worker) -> None:
         backoff = Backoff(RESTART_BACKOFF)
-        while (code := await worker.exited(self._stopping)) is not None:
+        stopping = self.lifecycle.tasks.stopping
+        while (code := await worker.exited(stopping)) is not None:
             assert worker.process is not None
             self._forget_process(worker.process.pid)
             if time.monotonic() - worker.started > STABLE_AFTER:
@@ -325,8 +335,8 @@ class Supervisor:
                 delay,
             )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            if self._stopping.is_set():
+                await asyncio.wait_for(stopping.wait(), delay)
+            if stopping.is_set():
                 return
             worker.restarts += 1
             self.analyzer.telemetry.worker_restarts.inc()

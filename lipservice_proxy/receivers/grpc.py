@@ -106,7 +106,7 @@ class GrpcReceiver:
         log.info("OTLP/gRPC receiver listening on %s", endpoint.rsplit(":", 1)[0] + f":{self.port}")
         return self.port
 
-    async def stop(self, grace: float) -> None:
+    async def shutdown(self, grace: float) -> None:
         """Refuse new calls at once; let calls in progress finish within `grace` seconds."""
         await self._server.stop(grace)
 

@@ -56,6 +56,7 @@ from .tls import server_ssl_context
 log = logging.getLogger(__name__)
 
 MAX_GZIP_MEMBERS = 64
+MIN_GRACE = 0.001  # seconds; a request in progress at shutdown gets at least this long
 SIGNAL_TYPES: dict[str, tuple[type[Message], type[Message]]] = {
     "traces": (ExportTraceServiceRequest, ExportTraceServiceResponse),
     "metrics": (ExportMetricsServiceRequest, ExportMetricsServiceResponse),
@@ -160,13 +161,18 @@ class HttpReceiver:
         log.info("OTLP/HTTP receiver listening on %s:%d", host, self.port)
         return self.port
 
-    async def stop(self, grace: float) -> None:
+    async def shutdown(self, grace: float) -> None:
+        """Refuse new connections at once; let requests in progress finish within `grace` seconds, then
+        cancel them (their clients see the connection close, unanswered: nothing was acknowledged)."""
         if self._listener is not None:
-            self._listener.close()  # no new connections; aiohttp's shutdown below closes the open ones
+            self._listener.close()
             self._listener = None
         if self._runner is not None:
-            await self._runner.shutdown()
-            await self._runner.cleanup()
+            if (server := self._runner.server) is not None:
+                server.pre_shutdown()  # idle keep-alive connections close now
+                # the runner's own shutdown would wait its fixed timeout (60 s); aiohttp reads 0 as none
+                await server.shutdown(max(grace, MIN_GRACE))
+            await self._runner.cleanup()  # no connection is left: this runs the app's cleanup
             self._runner = None
 
     # ---- shared request handling ----

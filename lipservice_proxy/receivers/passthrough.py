@@ -42,7 +42,7 @@ class Passthrough:
                 EXPORT_METHODS[signal], request_serializer=None, response_deserializer=None
             )
 
-    async def stop(self) -> None:
+    async def shutdown(self) -> None:
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()

@@ -99,7 +99,7 @@ class ProxyThread:
 
     def stop(self, drain_seconds: float = 10.0) -> None:
         if self.proxy is not None:
-            self._run(self.proxy.stop(drain_seconds), timeout=drain_seconds + 20)
+            self._run(self.proxy.shutdown(drain_seconds), timeout=drain_seconds + 20)
             self.proxy = None
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
