@@ -143,7 +143,14 @@ class Proxy:
         self.grpc = GrpcReceiver(receivers.grpc, context, tls=tls) if receivers.grpc.enabled else None
         self.http = HttpReceiver(receivers.http, context, tls=tls) if receivers.http.enabled else None
         self.admin = (
-            AdminServer(config.admin, self, auth=BearerAuthenticator.from_config(config.admin.auth, environ))
+            AdminServer(
+                config.admin,
+                self,
+                auth=BearerAuthenticator.from_config(config.admin.auth, environ),
+                proposals=self.analysis
+                if config.analysis.enabled
+                else None,  # a sampler's are the analyzer's
+            )
             if config.admin.enabled
             else None
         )

@@ -31,6 +31,10 @@ th,td{padding:4px 8px;border-bottom:1px solid #eef0f3;text-align:left;vertical-a
 th{background:#f3f5f8;font-weight:600} td.n{text-align:right;font-variant-numeric:tabular-nums}
 code{font:12px ui-monospace,monospace;word-break:break-all} .anomaly{color:#b42318;font-weight:600}
 .warning{background:#fff4e5;border:1px solid #f0b35b;border-radius:6px;padding:8px 14px;margin:12px 0}
+.proposal{background:#fff;border:1px solid #f0b35b;border-radius:6px;padding:8px 14px;margin:12px 0}
+.proposal table{margin:6px 0} .decide{display:inline-block;margin-right:8px}
+button.apply{background:#2a9d8f;color:#fff;border:0;border-radius:4px;padding:6px 14px}
+button.reject{background:#fff;border:1px solid #c9ced6;border-radius:4px;padding:6px 14px}
 .legend span{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px;vertical-align:middle}
 """
 
@@ -190,6 +194,91 @@ def _patterns_section(patterns_view: Mapping[str, Any]) -> str:
     )
 
 
+def _ratio(value: object) -> str:
+    return f"{100 * float(value):.1f}%" if isinstance(value, int | float) else "-"
+
+
+def _proposal_form(proposal_id: str, action: str, token_field: bool) -> str:
+    token = (
+        "<input type='password' name='token' placeholder='admin token' required autocomplete='off'>"
+        if token_field
+        else ""
+    )
+    return (
+        f"<form method='post' action='/proposals/{_e(proposal_id)}/{action}' class='decide'>"
+        f"{token}<button type='submit' name='action' value='{action}' class='{action}'>"
+        f"{action.capitalize()}</button></form>"
+    )
+
+
+def _proposal(p: Mapping[str, Any], token_field: bool) -> str:
+    projected: Mapping[str, Any] = p.get("projected", {})
+    in_force: Mapping[str, Any] = p.get("in_force", {})
+    rows = [
+        ("records received", _count(int(projected.get("records_received", 0))), None),
+        (
+            "records kept",
+            _count(int(projected.get("records_kept", 0))),
+            _count(int(in_force.get("records_kept", 0))),
+        ),
+        ("keep ratio", _ratio(projected.get("keep_ratio")), _ratio(in_force.get("keep_ratio"))),
+        (
+            "bytes saved",
+            _ratio(projected.get("bytes_saved_ratio")),
+            _ratio(in_force.get("bytes_saved_ratio")),
+        ),
+        ("ERROR+ kept", _count(int(projected.get("error_and_above_kept", 0))), None),
+        ("kept as first of a window", _count(int(projected.get("first_per_window_kept", 0))), None),
+    ]
+    effect = "".join(
+        f"<tr><th>{_e(name)}</th><td class='n'>{_e(now if now is not None else '')}</td>"
+        f"<td class='n'>{_e(value)}</td></tr>"
+        for name, value, now in rows
+    )
+    severities = "".join(
+        f"<tr><th>{_e(name)}</th><td class='n'>{_count(int(level.get('received', 0)))}</td>"
+        f"<td class='n'>{_count(int(level.get('kept', 0)))}</td></tr>"
+        for name, level in projected.get("per_severity", {}).items()
+    )
+    changes = "".join(
+        f"<tr><td class='id'><code>{_e(c.get('pattern_id', ''))}</code></td>"
+        f"<td><code class='template'>{_e(c.get('template', ''))}</code></td>"
+        f"<td class='n'>{_e(format(float(c.get('from_rate', 1.0)), '.3g'))} &rarr; "
+        f"{_e(format(float(c.get('to_rate', 1.0)), '.3g'))}</td><td>{_e(c.get('reason', ''))}</td></tr>"
+        for c in p.get("changes", [])
+    )
+    proposal_id = str(p.get("id", ""))
+    return (
+        f"<div class='proposal' id='proposal-{_e(proposal_id)}'>"
+        f"<p><b>{_e(proposal_id)}</b> <span class='muted'>by {_e(p.get('generated_by', '-'))} at "
+        f"{_e(p.get('created_at', '-'))}, over the last "
+        f"{_duration(float(projected.get('window_seconds', 0)))} of traffic</span></p>"
+        f"<p class='savings'>Projected: keeps <b class='projected-keep-ratio'>"
+        f"{_e(_ratio(projected.get('keep_ratio')))}</b> of records and saves "
+        f"<b class='projected-bytes-saved'>{_e(_ratio(projected.get('bytes_saved_ratio')))}</b> of bytes "
+        f"<span class='muted'>(the policy in force: {_e(_ratio(in_force.get('keep_ratio')))} kept, "
+        f"{_e(_ratio(in_force.get('bytes_saved_ratio')))} saved)</span></p>"
+        "<table class='effect'><tr><th></th><th>in force</th><th>proposed</th></tr>"
+        f"{effect}</table>"
+        "<table class='per-severity'><tr><th>severity</th><th>received</th><th>kept (proposed)</th></tr>"
+        f"{severities}</table>"
+        f"<p><b>Reasoning:</b> {_e(p.get('reasoning') or '')}</p>"
+        "<table class='changes'><tr><th>pattern</th><th>template</th><th>rate</th><th>reason</th></tr>"
+        f"{changes}</table>"
+        f"<div class='actions'>{_proposal_form(proposal_id, 'apply', token_field)}"
+        f"{_proposal_form(proposal_id, 'reject', token_field)}</div></div>"
+    )
+
+
+def proposals_section(proposals: Sequence[Mapping[str, Any]], token_field: bool) -> str:
+    """The open proposals (analysis.mode: propose) with their diff, projected effect and forms."""
+    if not proposals:
+        return ""
+    return "<h2 id='proposals'>Proposals awaiting a decision</h2>" + "".join(
+        _proposal(p, token_field) for p in proposals
+    )
+
+
 def render_status_page(
     *,
     ready: bool,
@@ -199,6 +288,8 @@ def render_status_page(
     totals: Bucket,
     step: float,
     now: float | None = None,
+    proposals: Sequence[Mapping[str, Any]] = (),
+    token_field: bool = False,
 ) -> str:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(time.time() if now is None else now))
     state = "ready" if ready else "not ready"
@@ -215,6 +306,7 @@ def render_status_page(
         f"{chart_svg(points, step)}"
         f"<div class='legend muted'><span style='background:{_KEPT_COLOUR}'></span>kept"
         f"<span style='background:{_DROPPED_COLOUR}'></span>dropped (records per {step:g} s)</div>"
+        f"{proposals_section(proposals, token_field)}"
         f"{_policy_section(policy_view)}{_patterns_section(patterns_view)}"
         "</body></html>"
     )
