@@ -4,6 +4,9 @@ and writes the policy as the loop does; the projected keep ratio is what the sam
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -412,3 +415,48 @@ def test_the_projected_keep_ratio_is_what_the_sampler_then_keeps(tmp_path: Path,
     actual = (kept_after - kept) / (received_after - received)
     projected = proposal["projected"]["keep_ratio"]
     assert abs(actual - projected) <= 0.02, (actual, projected, proposal["in_force"]["keep_ratio"])
+
+
+# ---- the CLI ----
+
+
+def cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lipservice_proxy.cli", "proposals", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+@needs_loghub
+def test_the_cli_lists_shows_and_applies_against_a_running_proxy(tmp_path: Path, sink: SinkThread) -> None:
+    admin = {"auth": {"bearer_token_env": "ADMIN_TOKEN"}}
+    with ProxyThread(config(tmp_path, sink, **admin), environ={"ADMIN_TOKEN": TOKEN}) as proxy:
+        send(proxy, stream(repeat=1))
+        analyse(proxy)
+        url = ["--admin", proxy.admin_url]
+        refused = cli("list", *url)
+        assert refused.returncode == 1 and "HTTP 401" in refused.stderr
+        token = ["--token-env", "CLI_TOKEN"]
+        env = {"CLI_TOKEN": TOKEN}
+        listed = cli("list", *url, *token, env=env)
+        assert listed.returncode == 0, listed.stderr
+        header, row = listed.stdout.splitlines()
+        assert header.split()[:4] == ["ID", "STATUS", "CREATED", "BY"]
+        proposal_id = row.split()[0]
+        assert row.split()[1:2] == ["open"]
+        shown = cli("show", proposal_id, *url, *token, env=env)
+        assert shown.returncode == 0 and orjson.loads(shown.stdout)["id"] == proposal_id
+        applied = cli("apply", proposal_id, *url, *token, "--by", "bob", env=env)
+        assert applied.returncode == 0, applied.stderr
+        assert applied.stdout.strip() == f"{proposal_id} applied by bob (API): policy version 2 written"
+        again = cli("reject", proposal_id, *url, *token, env=env)
+        assert again.returncode == 1 and "HTTP 409" in again.stderr and "applied, not open" in again.stderr
+        stale = cli("apply", "prop-000000000000", *url, *token, env=env)
+        assert stale.returncode == 1 and "HTTP 404" in stale.stderr
+        assert cli("list", *url, *token, env=env).stdout == "no proposals\n"
+        everything = orjson.loads(cli("list", "--all", "--format", "json", *url, *token, env=env).stdout)
+        assert [p["status"] for p in everything["proposals"]] == ["applied"]
