@@ -16,6 +16,7 @@ from . import __version__
 from .timeline import Bucket
 
 CHART_WIDTH, CHART_HEIGHT = 720, 180
+PROPOSAL_CHANGES = 25  # rows of a proposal's diff on the page, busiest patterns first
 _PAD_LEFT, _PAD_RIGHT, _PAD_TOP, _PAD_BOTTOM = 56, 8, 10, 22
 _KEPT_COLOUR, _DROPPED_COLOUR = "#2a9d8f", "#c9ced6"
 
@@ -32,7 +33,7 @@ th{background:#f3f5f8;font-weight:600} td.n{text-align:right;font-variant-numeri
 code{font:12px ui-monospace,monospace;word-break:break-all} .anomaly{color:#b42318;font-weight:600}
 .warning{background:#fff4e5;border:1px solid #f0b35b;border-radius:6px;padding:8px 14px;margin:12px 0}
 .proposal{background:#fff;border:1px solid #f0b35b;border-radius:6px;padding:8px 14px;margin:12px 0}
-.proposal table{margin:6px 0} .decide{display:inline-block;margin-right:8px}
+.proposal table{margin:6px 0} td.rate{white-space:nowrap} .decide{display:inline-block;margin-right:8px}
 button.apply{background:#2a9d8f;color:#fff;border:0;border-radius:4px;padding:6px 14px}
 button.reject{background:#fff;border:1px solid #c9ced6;border-radius:4px;padding:6px 14px}
 .legend span{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px;vertical-align:middle}
@@ -240,13 +241,17 @@ def _proposal(p: Mapping[str, Any], token_field: bool) -> str:
         f"<td class='n'>{_count(int(level.get('kept', 0)))}</td></tr>"
         for name, level in projected.get("per_severity", {}).items()
     )
+    all_changes = p.get("changes", [])
     changes = "".join(
         f"<tr><td class='id'><code>{_e(c.get('pattern_id', ''))}</code></td>"
         f"<td><code class='template'>{_e(c.get('template', ''))}</code></td>"
-        f"<td class='n'>{_e(format(float(c.get('from_rate', 1.0)), '.3g'))} &rarr; "
+        f"<td class='n rate'>{_e(format(float(c.get('from_rate', 1.0)), '.3g'))} &rarr; "
         f"{_e(format(float(c.get('to_rate', 1.0)), '.3g'))}</td><td>{_e(c.get('reason', ''))}</td></tr>"
-        for c in p.get("changes", [])
+        for c in all_changes[:PROPOSAL_CHANGES]
     )
+    if len(all_changes) > PROPOSAL_CHANGES:
+        more = len(all_changes) - PROPOSAL_CHANGES
+        changes += f"<tr><td colspan='4' class='muted'>and {more} more (the API lists them all)</td></tr>"
     proposal_id = str(p.get("id", ""))
     return (
         f"<div class='proposal' id='proposal-{_e(proposal_id)}'>"

@@ -33,6 +33,8 @@ from .support.waiting import wait_until
 
 SYSTEMS = ("HDFS", "Apache", "Proxifier", "OpenSSH")  # few templates each: first-per-window stays small
 TOKEN = "s3cret-admin-token"
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "var" / "screenshots"
 needs_loghub = pytest.mark.skipif(
     not set(SYSTEMS) <= set(available_systems()), reason="needs the shared loghub files"
 )
@@ -460,3 +462,56 @@ def test_the_cli_lists_shows_and_applies_against_a_running_proxy(tmp_path: Path,
         assert cli("list", *url, *token, env=env).stdout == "no proposals\n"
         everything = orjson.loads(cli("list", "--all", "--format", "json", *url, *token, env=env).stdout)
         assert [p["status"] for p in everything["proposals"]] == ["applied"]
+
+
+# ---- the status page in a real browser ----
+
+
+@needs_loghub
+def test_a_person_applies_a_proposal_in_headless_chromium(tmp_path: Path, sink: SinkThread) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed (scripts/setup.sh test installs the Debian package)")
+    settings = config(tmp_path, sink)
+    settings["analysis"]["interval"] = "1s"  # the loop's own timer makes the proposal
+    with ProxyThread(settings) as proxy:
+        send(proxy, stream(repeat=1))
+        # once a pass found no new records, the proposal on the page is the last one
+        wait_until(
+            lambda: (
+                proxy.metric("lipservice_analysis_runs_total", {"outcome": "skipped"}) >= 1
+                and proposals(proxy)
+            ),
+            timeout=60,
+            what="a proposal, then a quiet pass",
+        )
+        [proposal] = [p for p in proposals(proxy) if p["status"] == "open"]
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+            )
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 1600})
+                page.goto(proxy.admin_url + "/")
+                card = page.locator(f"#proposal-{proposal['id']}")
+                card.wait_for(timeout=10_000)
+                saved = card.locator(".projected-bytes-saved").inner_text()
+                kept = card.locator(".projected-keep-ratio").inner_text()
+                assert saved == f"{100 * proposal['projected']['bytes_saved_ratio']:.1f}%"
+                assert kept == f"{100 * proposal['projected']['keep_ratio']:.1f}%"
+                assert float(saved.rstrip("%")) > 0
+                version = page.locator("#policy tr", has_text="version").locator("td")
+                assert version.inner_text() == "1"
+                card.screenshot(path=str(SCREENSHOTS / "proposal.png"))
+                with page.expect_navigation():
+                    card.locator("button.apply").click()
+                assert page.url == proxy.admin_url + "/"
+                assert version.inner_text() == "2"
+                assert page.locator(".proposal").count() == 0
+                page.screenshot(path=str(SCREENSHOTS / "proposal_applied.png"), full_page=True)
+            finally:
+                browser.close()
+        assert policy(proxy)["version"] == 2
+        assert proposals(proxy)[0]["decided_by"] == "admin (status page)"
+    assert (SCREENSHOTS / "proposal.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
