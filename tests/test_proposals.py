@@ -4,6 +4,7 @@ and writes the policy as the loop does; the projected keep ratio is what the sam
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 import yaml
@@ -23,13 +25,16 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from lipservice_proxy.analysis.projection import project
 from lipservice_proxy.analysis.proposals import ProposalBook, proposals_path
 from lipservice_proxy.analysis.stats import PatternWindow
+from lipservice_proxy.config import ProxyConfig
+from lipservice_proxy.fleet.analyzer import Analyzer
 from lipservice_proxy.sampling.policy import FirstPerWindow, PatternRule, Policy
+from lipservice_proxy.service import Proxy
 
 from .support.loghub import available_systems
 from .support.otlp_samples import SEVERITY_NUMBERS, attribute, loghub_lines
-from .support.proxy import ProxyThread, sink_exporter
-from .support.sink import SinkThread
-from .support.waiting import wait_until
+from .support.proxy import ProxyThread, loopback_config, sink_exporter
+from .support.sink import OtlpSink, SinkThread
+from .support.waiting import async_wait_until, wait_until
 
 SYSTEMS = ("HDFS", "Apache", "Proxifier", "OpenSSH")  # few templates each: first-per-window stays small
 TOKEN = "s3cret-admin-token"
@@ -515,3 +520,86 @@ def test_a_person_applies_a_proposal_in_headless_chromium(tmp_path: Path, sink: 
         assert policy(proxy)["version"] == 2
         assert proposals(proxy)[0]["decided_by"] == "admin (status page)"
     assert (SCREENSHOTS / "proposal.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---- fleet mode ----
+
+
+@needs_loghub
+def test_in_a_fleet_the_analyzer_holds_the_proposals_and_samplers_get_only_applied_policies(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "operator.yaml").write_text("version: 2\ngenerated_by: manual\n")
+    analyzer_settings = ProxyConfig.model_validate(
+        loopback_config(
+            {
+                "fleet": {"listen": "127.0.0.1:0"},
+                "sampler": {"policy_file": str(tmp_path / "operator.yaml"), "reload_interval": "50ms"},
+                "analysis": {
+                    "enabled": True,
+                    "mode": "propose",
+                    "interval": "1h",
+                    "policy_file": str(tmp_path / "generated.yaml"),
+                },
+            }
+        )
+    )
+
+    async def scenario() -> None:
+        async with OtlpSink() as sink:
+            analyzer = Analyzer(analyzer_settings)
+            await analyzer.start()
+            try:
+                sampler = Proxy(
+                    ProxyConfig.model_validate(
+                        loopback_config(
+                            {
+                                "fleet": {
+                                    "analyzer": f"127.0.0.1:{analyzer.ports['fleet']}",
+                                    "sampler_id": "s1",
+                                    "report_interval": "100ms",
+                                },
+                                "exporters": [sink_exporter(sink.grpc_endpoint)],
+                            }
+                        )
+                    ),
+                    role="sampler",
+                )
+                await sampler.start()
+                try:
+                    await _fleet_scenario(analyzer, sampler)
+                finally:
+                    await sampler.stop(drain_seconds=2.0)
+            finally:
+                await analyzer.stop(drain_seconds=2.0)
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=120))
+
+
+async def _fleet_scenario(analyzer: Analyzer, sampler: Proxy) -> None:
+    await async_wait_until(lambda: sampler.sampler.policy.version == 2, what="the analyzer's policy")
+    async with aiohttp.ClientSession() as session:
+        for body in stream(repeat=1):
+            url = f"http://127.0.0.1:{sampler.ports['http']}/v1/logs"
+            async with session.post(
+                url, data=body, headers={"Content-Type": "application/x-protobuf"}
+            ) as answer:
+                assert answer.status == 200
+        await async_wait_until(
+            lambda: sum(e.received for e in analyzer.stats.entries()) == 8000, timeout=30, what="the reports"
+        )
+        assert (await analyzer.analysis.run_once(time.time())).message.startswith("proposed ")
+        sampler_admin = f"http://127.0.0.1:{sampler.ports['admin']}/api/v1/proposals"
+        async with session.get(sampler_admin) as answer:
+            assert answer.status == 404 and "analyzer" in (await answer.json())["error"]
+        analyzer_admin = f"http://127.0.0.1:{analyzer.ports['admin']}/api/v1/proposals"
+        async with session.get(analyzer_admin) as answer:
+            answer_body = await answer.json()
+            assert answer.status == 200, answer_body
+            [proposal] = answer_body["proposals"]
+        assert sampler.sampler.policy.version == 2  # proposed, not published
+        async with session.post(f"{analyzer_admin}/{proposal['id']}/apply") as answer:
+            assert answer.status == 200, await answer.text()
+        await async_wait_until(lambda: sampler.sampler.policy.version == 3, what="the applied policy")
+        rates = {rule.id: rule.rate for rule in sampler.sampler.policy.patterns}
+        assert all(rates[c["pattern_id"]] == c["to_rate"] for c in proposal["changes"])
