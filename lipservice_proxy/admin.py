@@ -158,7 +158,7 @@ class ProposalDesk(Protocol):
 
     async def apply_proposal(self, proposal_id: str, by: str) -> Proposal: ...
 
-    def reject_proposal(self, proposal_id: str, by: str) -> Proposal: ...
+    async def reject_proposal(self, proposal_id: str, by: str) -> Proposal: ...
 
 
 PROPOSAL_FORM_PREFIX = "/proposals/"  # the status page's forms post to /proposals/{id}/apply|reject
@@ -316,7 +316,7 @@ class AdminServer:
             if action == "apply":
                 proposal = await self._desk.apply_proposal(proposal_id, by)
             else:
-                proposal = self._desk.reject_proposal(proposal_id, by)
+                proposal = await self._desk.reject_proposal(proposal_id, by)
         except ProposalNotFound as exc:
             return 404, {"error": str(exc), "retryable": False}
         except ProposalNotOpen as exc:

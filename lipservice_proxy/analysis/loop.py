@@ -246,6 +246,7 @@ class AnalysisLoop:
                 _proposal, candidate, policy, policy_in_force, known, snapshot, iso_time(now)
             )
             self.proposals.record(proposal)
+            await self.proposals.save()
             log.info(
                 "analysis proposed %s (%s); the policy in force stays until it is applied",
                 proposal.id,
@@ -427,11 +428,16 @@ class AnalysisLoop:
             if self._store is not None:
                 self._store.poll()
             log.info("proposal %s applied by %s: policy version %d written", proposal.id, by, policy.version)
-            return self.proposals.decide(proposal.id, "applied", by=by, at=at, policy_version=policy.version)
+            applied = self.proposals.decide(
+                proposal.id, "applied", by=by, at=at, policy_version=policy.version
+            )
+            await self.proposals.save()
+            return applied
 
-    def reject_proposal(self, proposal_id: str, by: str) -> Proposal:
+    async def reject_proposal(self, proposal_id: str, by: str) -> Proposal:
         """Raises ProposalNotFound or ProposalNotOpen."""
         proposal = self.proposals.decide(proposal_id, "rejected", by=by, at=iso_time(self._clock()))
+        await self.proposals.save()
         log.info("proposal %s rejected by %s", proposal.id, by)
         return proposal
 

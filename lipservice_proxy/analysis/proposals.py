@@ -8,12 +8,13 @@ does. At most one proposal is open: a newer one supersedes it.
 
 Kept beside the generated policy (`<policy stem>.proposals.json`, written whole with
 files.write_atomically after every change) so a restart loses none; the open one and the newest
-`MAX_PROPOSALS` decided ones are kept. A missing file is a first start; an unreadable one is logged
-and ignored, never a crash.
+`MAX_PROPOSALS` decided ones (with their changed rules only) are kept. A missing file is a first
+start; an unreadable one is logged and ignored, never a crash.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from dataclasses import asdict, dataclass, replace
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "lipservice-proposals"
 VERSION = 1
-MAX_PROPOSALS = 50  # decided proposals kept, newest first; the open one is always kept
+MAX_PROPOSALS = 20  # decided proposals kept, newest first; the open one is always kept
 
 Status = Literal["open", "applied", "rejected", "superseded"]
 
@@ -111,6 +112,21 @@ class Proposal:
         }
 
 
+def _closed(
+    proposal: Proposal, status: Status, *, by: str, at: str, policy_version: int | None = None
+) -> Proposal:
+    """`proposal` decided. Only its changed rules stay: the rest served to apply it, and a policy can
+    have thousands of rules, kept `MAX_PROPOSALS` times over."""
+    return replace(
+        proposal,
+        status=status,
+        decided_by=by,
+        decided_at=at,
+        policy_version=policy_version,
+        rules=tuple(rule for rule in proposal.rules if rule.changed),
+    )
+
+
 def new_id() -> str:
     return f"prop-{secrets.token_hex(6)}"
 
@@ -126,6 +142,7 @@ class ProposalBook:
         self.path = path
         self._keep = keep
         self._proposals: list[Proposal] = self._load() if path is not None else []
+        self._writing = asyncio.Lock()
 
     def __len__(self) -> int:
         return len(self._proposals)
@@ -149,38 +166,35 @@ class ProposalBook:
         return proposal
 
     def record(self, proposal: Proposal) -> None:
-        """Add `proposal` as the open one; an older open one is superseded."""
+        """Add `proposal` as the open one; an older open one is superseded. (Then `save`.)"""
         kept = [
-            replace(p, status="superseded", decided_at=proposal.created_at, decided_by=proposal.id)
-            if p.status == "open"
-            else p
+            _closed(p, "superseded", by=proposal.id, at=proposal.created_at) if p.status == "open" else p
             for p in self._proposals
         ]
         self._proposals = [proposal, *kept[: self._keep]]
-        self._save()
 
     def decide(
         self, proposal_id: str, status: Status, *, by: str, at: str, policy_version: int | None = None
     ) -> Proposal:
-        decided = replace(
-            self.require_open(proposal_id),
-            status=status,
-            decided_by=by,
-            decided_at=at,
-            policy_version=policy_version,
-        )
+        """Close the open proposal `proposal_id` (then `save`); raises ProposalNotFound, ProposalNotOpen."""
+        decided = _closed(self.require_open(proposal_id), status, by=by, at=at, policy_version=policy_version)
         self._proposals = [decided if p.id == proposal_id else p for p in self._proposals]
-        self._save()
         return decided
 
-    def _save(self) -> None:
+    async def save(self) -> None:
+        """Write the proposals as they are now (serialised here, written in a worker thread, one write
+        at a time so an older state never lands last). A failure is logged: the proposals stay in
+        memory and the next change writes them again."""
         if self.path is None:
             return
-        document = {"format": FORMAT, "version": VERSION, "proposals": [asdict(p) for p in self._proposals]}
-        try:
-            write_atomically(self.path, orjson.dumps(document))
-        except OSError as exc:  # the proposals stay in memory; the next change writes them again
-            log.error("analysis: cannot write proposals to %s: %s", self.path, exc.strerror or exc)
+        data = orjson.dumps(
+            {"format": FORMAT, "version": VERSION, "proposals": [asdict(p) for p in self._proposals]}
+        )
+        async with self._writing:
+            try:
+                await asyncio.to_thread(write_atomically, self.path, data)
+            except OSError as exc:
+                log.error("analysis: cannot write proposals to %s: %s", self.path, exc.strerror or exc)
 
     def _load(self) -> list[Proposal]:
         assert self.path is not None
