@@ -1,8 +1,10 @@
 """The admin server (:8888): the status page at /, /metrics, /healthz, /readyz and the JSON API under
 /api/v1.
 
-It only reads: every answer comes from the `AdminSource` it is handed (the running proxy), plus the
-archived policies of `policy_history`. With `admin.auth` set, everything but the probes needs the token.
+It reads: every answer comes from the `AdminSource` it is handed (the running proxy), plus the
+archived policies of `policy_history`; the one thing it changes is a proposal's fate (the
+`ProposalDesk`, in `analysis.mode: propose`), by the API or the status page's forms. With
+`admin.auth` set, everything but the probes needs the token.
 """
 
 from __future__ import annotations
