@@ -266,6 +266,7 @@ def test_apply_writes_the_policy_through_the_guardrails_and_names_who(
     assert (tmp_path / "generated.yaml").exists()
     assert post(url, b"")[0] == 409  # applied: no longer open
     assert proposals(proposing)[0]["status"] == "applied"
+    assert proposing.metric("lipservice_proposals_total", {"event": "applied"}) == 1
 
 
 @needs_loghub
@@ -275,6 +276,7 @@ def test_reject_leaves_the_policy_and_closes_the_proposal(proposing: ProxyThread
     status, body, _ = post(base + "/reject", b"")
     assert status == 200 and orjson.loads(body)["proposal"]["decided_by"] == "admin (API)"
     assert proposals(proposing)[0]["status"] == "rejected"
+    assert proposing.metric("lipservice_proposals_total", {"event": "rejected"}) == 1
     assert post(base + "/apply", b"")[0] == 409
     assert post(base + "/reject", b"")[0] == 409
     assert policy(proposing)["version"] == 1
@@ -289,6 +291,8 @@ def test_a_new_proposal_supersedes_the_open_one(proposing: ProxyThread) -> None:
     assert older["id"] == first["id"] and older["status"] == "superseded"
     assert older["decided_by"] == second["id"]
     assert second["status"] == "open"
+    assert proposing.metric("lipservice_proposals_total", {"event": "proposed"}) == 2
+    assert proposing.metric("lipservice_proposals_total", {"event": "superseded"}) == 1
     assert post(f"{proposing.admin_url}/api/v1/proposals/{first['id']}/apply", b"")[0] == 409
 
 

@@ -245,8 +245,10 @@ class AnalysisLoop:
             proposal = await asyncio.to_thread(
                 _proposal, candidate, policy, policy_in_force, known, snapshot, iso_time(now)
             )
-            self.proposals.record(proposal)
+            superseded = self.proposals.record(proposal)
             await self.proposals.save()
+            self._telemetry.proposals.labels("proposed").inc()
+            self._telemetry.proposals.labels("superseded").inc(superseded)
             log.info(
                 "analysis proposed %s (%s); the policy in force stays until it is applied",
                 proposal.id,
@@ -432,12 +434,14 @@ class AnalysisLoop:
                 proposal.id, "applied", by=by, at=at, policy_version=policy.version
             )
             await self.proposals.save()
+            self._telemetry.proposals.labels("applied").inc()
             return applied
 
     async def reject_proposal(self, proposal_id: str, by: str) -> Proposal:
         """Raises ProposalNotFound or ProposalNotOpen."""
         proposal = self.proposals.decide(proposal_id, "rejected", by=by, at=iso_time(self._clock()))
         await self.proposals.save()
+        self._telemetry.proposals.labels("rejected").inc()
         log.info("proposal %s rejected by %s", proposal.id, by)
         return proposal
 

@@ -165,13 +165,15 @@ class ProposalBook:
             raise ProposalNotOpen(f"proposal {proposal_id!r} is {proposal.status}, not open")
         return proposal
 
-    def record(self, proposal: Proposal) -> None:
-        """Add `proposal` as the open one; an older open one is superseded. (Then `save`.)"""
+    def record(self, proposal: Proposal) -> int:
+        """Add `proposal` as the open one; an older open one is superseded (how many: 0 or 1). Then `save`."""
+        superseded = len(self.open())
         kept = [
             _closed(p, "superseded", by=proposal.id, at=proposal.created_at) if p.status == "open" else p
             for p in self._proposals
         ]
         self._proposals = [proposal, *kept[: self._keep]]
+        return superseded
 
     def decide(
         self, proposal_id: str, status: Status, *, by: str, at: str, policy_version: int | None = None
