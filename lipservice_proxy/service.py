@@ -142,14 +142,14 @@ class Proxy:
         tls = receivers.tls
         self.grpc = GrpcReceiver(receivers.grpc, context, tls=tls) if receivers.grpc.enabled else None
         self.http = HttpReceiver(receivers.http, context, tls=tls) if receivers.http.enabled else None
+        # a sampler's proposals are the analyzer's; a loop that is off makes none
+        desk = self.analysis if config.analysis.enabled else None
         self.admin = (
             AdminServer(
                 config.admin,
                 self,
                 auth=BearerAuthenticator.from_config(config.admin.auth, environ),
-                proposals=self.analysis
-                if config.analysis.enabled
-                else None,  # a sampler's are the analyzer's
+                proposals=desk,
             )
             if config.admin.enabled
             else None

@@ -307,6 +307,20 @@ def test_a_stale_id_is_404_and_a_bad_body_400(proposing: ProxyThread) -> None:
 
 
 @needs_loghub
+def test_a_policy_that_cannot_be_written_is_a_retryable_503_and_the_proposal_stays_open(
+    proposing: ProxyThread, tmp_path: Path
+) -> None:
+    (tmp_path / "generated.yaml").mkdir()  # the policy file's place is taken: no write can succeed
+    [proposal] = proposals(proposing)
+    status, body, _ = post(f"{proposing.admin_url}/api/v1/proposals/{proposal['id']}/apply", b"")
+    answer = orjson.loads(body)
+    assert status == 503 and answer["retryable"] is True and "stays open" in answer["error"]
+    assert proposals(proposing)[0]["status"] == "open" and policy(proposing)["version"] == 1
+    (tmp_path / "generated.yaml").rmdir()
+    assert post(f"{proposing.admin_url}/api/v1/proposals/{proposal['id']}/apply", b"")[0] == 200
+
+
+@needs_loghub
 def test_a_guardrail_still_holds_when_a_proposal_is_applied(proposing: ProxyThread) -> None:
     [proposal] = proposals(proposing)
     lowered = next(c for c in proposal["changes"] if c["to_rate"] < c["from_rate"])

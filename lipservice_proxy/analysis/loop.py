@@ -39,7 +39,7 @@ from .guardrails import Candidate, KnownPattern, Limits, apply_guardrails
 from .heuristic import heuristic_candidate
 from .projection import project
 from .prompt import Family, PromptData, build_families, build_prompt
-from .proposals import Proposal, ProposalBook, ProposalNotOpen, Rule, new_id, proposals_path
+from .proposals import Proposal, ProposalBook, Rule, new_id, proposals_path
 from .state import load_state, save_state, state_path
 from .stats import IntervalSnapshot, PatternEntry, PatternStats, PatternVolume, pattern_volumes
 from .writer import PolicyWriter
@@ -403,11 +403,13 @@ class AnalysisLoop:
     async def apply_proposal(self, proposal_id: str, by: str) -> Proposal:
         """Write the open proposal's rates as the loop writes a policy: through the guardrails again,
         against the policy in force now (it may have changed since), with version + 1. Raises
-        ProposalNotFound, ProposalNotOpen, or OSError when the policy file cannot be written."""
+        ProposalNotFound, ProposalNotOpen, or OSError when the policy file cannot be written (the
+        proposal stays open)."""
         async with self._applying:
             proposal = self.proposals.require_open(proposal_id)
-            if self._writer is None:
-                raise ProposalNotOpen("the analysis loop has no policy file to write (analysis is off)")
+            assert (
+                self._writer is not None
+            )  # the admin offers proposals only with the loop on (a policy file)
             now = self._clock()
             at = iso_time(now)
             policy_in_force = self._sampler.policy
