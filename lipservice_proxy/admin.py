@@ -171,9 +171,20 @@ def same_origin(request: web.Request) -> bool:
     """Whether a browser's form post comes from this server's own page: its Origin (else its Referer)
     names the host it was sent to. A post without either, or from another origin, is refused, so
     another site cannot make a signed-in browser apply a proposal."""
-    host = request.headers.get("Host", "").lower()
     source = request.headers.get("Origin") or request.headers.get("Referer") or ""
-    parsed = urlsplit(source)
+    return _names_host(source, request)
+
+
+def from_another_origin(request: web.Request) -> bool:
+    """Whether an API call was made by a page of another origin: browsers send Origin with every
+    cross-origin POST (a plain form can target the API too); the CLI and curl send none."""
+    origin = request.headers.get("Origin")
+    return origin is not None and not _names_host(origin, request)
+
+
+def _names_host(url: str, request: web.Request) -> bool:
+    host = request.headers.get("Host", "").lower()
+    parsed = urlsplit(url)
     return bool(host) and parsed.scheme in ("http", "https") and parsed.netloc.lower() == host
 
 
@@ -330,6 +341,10 @@ class AdminServer:
         return 200, {"proposal": proposal.as_dict()}
 
     async def _decide_api(self, request: web.Request) -> web.Response:
+        if from_another_origin(request):
+            return json_response(
+                {"error": "refused: a page of another origin", "retryable": False}, status=403
+            )
         if self._desk is None:
             return self._no_desk()
         by: object = None

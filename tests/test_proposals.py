@@ -371,6 +371,9 @@ def test_a_forged_cross_origin_form_post_is_refused(proposing: ProxyThread) -> N
     ):
         status, body, _ = form_post(proposing, proposal["id"], "apply", forged)
         assert status == 403, (forged, body)
+    # a plain form of another site can target the API too: browsers say where it came from
+    api = f"{proposing.admin_url}/api/v1/proposals/{proposal['id']}/apply"
+    assert post(api, b"", {"Origin": "http://evil.example"})[0] == 403
     assert proposals(proposing)[0]["status"] == "open" and policy(proposing)["version"] == 1
     status, _, headers = form_post(proposing, proposal["id"], "apply", {"Origin": proposing.admin_url})
     assert status == 303 and headers["Location"] == "/"

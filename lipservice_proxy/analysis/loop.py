@@ -128,7 +128,8 @@ class AnalysisLoop:
         self.proposals = ProposalBook(
             proposals_path(policy_path) if policy_path is not None and not offline else None
         )
-        self._applying = asyncio.Lock()  # one apply at a time: each writes version + 1
+        # one apply at a time (each writes version + 1), and no new proposal supersedes one being applied
+        self._applying = asyncio.Lock()
         if self._state_path is not None:
             load_state(self._state_path, stats)
         self._advisor: LlmAdvisor | None = None
@@ -245,8 +246,9 @@ class AnalysisLoop:
             proposal = await asyncio.to_thread(
                 _proposal, candidate, policy, policy_in_force, known, snapshot, iso_time(now)
             )
-            superseded = self.proposals.record(proposal)
-            await self.proposals.save()
+            async with self._applying:  # an apply under way finishes with its proposal still open
+                superseded = self.proposals.record(proposal)
+                await self.proposals.save()
             self._telemetry.proposals.labels("proposed").inc()
             self._telemetry.proposals.labels("superseded").inc(superseded)
             log.info(
