@@ -241,6 +241,12 @@ def _proposal(p: Mapping[str, Any], token_field: bool) -> str:
         f"<td class='n'>{_count(int(level.get('kept', 0)))}</td></tr>"
         for name, level in projected.get("per_severity", {}).items()
     )
+    severity_changes = "".join(
+        f"<tr><td colspan='2'>all {_e(c.get('severity', ''))} records without a pattern rule</td>"
+        f"<td class='n rate'>{_e(format(float(c.get('from_rate', 1.0)), '.3g'))} &rarr; "
+        f"{_e(format(float(c.get('to_rate', 1.0)), '.3g'))}</td><td>severity rate</td></tr>"
+        for c in p.get("severity_changes", [])
+    )
     all_changes = p.get("changes", [])
     changes = "".join(
         f"<tr><td class='id'><code>{_e(c.get('pattern_id', ''))}</code></td>"
@@ -269,7 +275,7 @@ def _proposal(p: Mapping[str, Any], token_field: bool) -> str:
         f"{severities}</table>"
         f"<p><b>Reasoning:</b> {_e(p.get('reasoning') or '')}</p>"
         "<table class='changes'><tr><th>pattern</th><th>template</th><th>rate</th><th>reason</th></tr>"
-        f"{changes}</table>"
+        f"{severity_changes}{changes}</table>"
         f"<div class='actions'>{_proposal_form(proposal_id, 'apply', token_field)}"
         f"{_proposal_form(proposal_id, 'reject', token_field)}</div></div>"
     )

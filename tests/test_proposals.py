@@ -30,11 +30,14 @@ from lipservice_proxy.fleet.analyzer import Analyzer
 from lipservice_proxy.sampling.policy import FirstPerWindow, PatternRule, Policy
 from lipservice_proxy.service import Proxy
 
+from .support.fake_llm import FakeLlm
 from .support.loghub import available_systems
 from .support.otlp_samples import SEVERITY_NUMBERS, attribute, loghub_lines
 from .support.proxy import ProxyThread, loopback_config, sink_exporter
 from .support.sink import OtlpSink, SinkThread
 from .support.waiting import async_wait_until, wait_until
+from .test_analysis_llm import MODEL, halve_every_pattern, llm_settings, loghub_batch, running_proxy
+from .test_analysis_llm import send as send_lines
 
 SYSTEMS = ("HDFS", "Apache", "Proxifier", "OpenSSH")  # few templates each: first-per-window stays small
 TOKEN = "s3cret-admin-token"
@@ -627,3 +630,34 @@ async def _fleet_scenario(analyzer: Analyzer, sampler: Proxy) -> None:
         await async_wait_until(lambda: sampler.sampler.policy.version == 3, what="the applied policy")
         rates = {rule.id: rule.rate for rule in sampler.sampler.policy.patterns}
         assert all(rates[c["pattern_id"]] == c["to_rate"] for c in proposal["changes"])
+
+
+# ---- an LLM's proposal ----
+
+
+def test_an_llm_proposal_names_its_model_and_its_severity_changes(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with FakeLlm(halve_every_pattern) as llm:
+            analysis = {
+                "enabled": True,
+                "mode": "propose",
+                "interval": "1h",
+                "llm": llm_settings(llm.base_url),
+            }
+            async with running_proxy(tmp_path, analysis) as proxy:
+                await send_lines(proxy, loghub_batch())
+                result = await proxy.analysis.run_once(time.time())
+                assert (result.outcome, result.written) == ("llm", False)
+                [proposal] = [p.as_dict() for p in proxy.analysis.proposals.all()]
+                assert proposal["generated_by"] == f"llm:{MODEL}"
+                assert proposal["reasoning"].startswith("halve the noise")
+                assert {"severity": "INFO", "from_rate": 0.2, "to_rate": 0.1} in proposal["severity_changes"]
+                assert proxy.sampler.policy.version == 1
+                applied = await proxy.analysis.apply_proposal(proposal["id"], "carol (API)")
+                assert applied.policy_version == 2
+                assert proxy.sampler.policy.generated_by == f"llm:{MODEL}"
+                assert proxy.sampler.policy.severity_rates["INFO"] == 0.1
+                assert proxy.sampler.policy.reasoning is not None
+                assert "applied by carol (API)" in proxy.sampler.policy.reasoning.splitlines()[0]
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=120))

@@ -544,6 +544,7 @@ def _proposal(
         reasoning=policy.reasoning or "",
         candidate_reasoning=candidate.reasoning,
         severity_rates=dict(policy.severity_rates),
+        severity_rates_in_force=dict(policy_in_force.severity_rates),
         rules=rules,
         projected=project(policy, snapshot.patterns, snapshot.duration).as_dict(),
         in_force=project(policy_in_force, snapshot.patterns, snapshot.duration).as_dict(),

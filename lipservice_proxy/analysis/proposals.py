@@ -67,6 +67,7 @@ class Proposal:
     reasoning: str
     candidate_reasoning: str
     severity_rates: dict[str, float]
+    severity_rates_in_force: dict[str, float]  # when proposed, for the diff
     rules: tuple[Rule, ...]
     projected: dict[str, Any]  # the candidate over the interval's traffic (Projection.as_dict)
     in_force: dict[str, Any]  # the policy in force over the same traffic, to compare with
@@ -105,6 +106,11 @@ class Proposal:
                 }
                 for r in self.rules
                 if r.changed
+            ],
+            "severity_changes": [
+                {"severity": name, "from_rate": self.severity_rates_in_force.get(name, 1.0), "to_rate": rate}
+                for name, rate in self.severity_rates.items()
+                if rate != self.severity_rates_in_force.get(name, 1.0)
             ],
             "decided_at": self.decided_at,
             "decided_by": self.decided_by,
