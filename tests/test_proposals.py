@@ -124,7 +124,9 @@ def _parsed(body: bytes) -> ExportLogsServiceRequest:
 
 
 def analyse(proxy: ProxyThread) -> Any:
-    return proxy._run(proxy.running.analysis.run_once(time.time()), timeout=120)
+    loop = proxy.running.analysis
+    assert loop is not None
+    return proxy._run(loop.run_once(time.time()), timeout=120)
 
 
 def config(tmp_path: Path, sink: SinkThread, **admin: Any) -> dict[str, Any]:
@@ -645,6 +647,7 @@ def test_an_llm_proposal_names_its_model_and_its_severity_changes(tmp_path: Path
                 "llm": llm_settings(llm.base_url),
             }
             async with running_proxy(tmp_path, analysis) as proxy:
+                assert proxy.analysis is not None
                 await send_lines(proxy, loghub_batch())
                 result = await proxy.analysis.run_once(time.time())
                 assert (result.outcome, result.written) == ("llm", False)
