@@ -16,6 +16,8 @@ from . import __version__
 from .timeline import Bucket
 
 CHART_WIDTH, CHART_HEIGHT = 720, 180
+# the page reloads itself, but not under a person reading a proposal (or typing the admin token)
+_REFRESH = "<meta http-equiv='refresh' content='15'>"
 PROPOSAL_CHANGES = 25  # rows of a proposal's diff on the page, busiest patterns first
 _PAD_LEFT, _PAD_RIGHT, _PAD_TOP, _PAD_BOTTOM = 56, 8, 10, 22
 _KEPT_COLOUR, _DROPPED_COLOUR = "#2a9d8f", "#c9ced6"
@@ -285,9 +287,10 @@ def proposals_section(proposals: Sequence[Mapping[str, Any]], token_field: bool)
     """The open proposals (analysis.mode: propose) with their diff, projected effect and forms."""
     if not proposals:
         return ""
-    return "<h2 id='proposals'>Proposals awaiting a decision</h2>" + "".join(
-        _proposal(p, token_field) for p in proposals
-    )
+    return (
+        "<h2 id='proposals'>Proposals awaiting a decision</h2>"
+        "<p class='muted'>The page does not refresh itself while a proposal is open.</p>"
+    ) + "".join(_proposal(p, token_field) for p in proposals)
 
 
 def render_status_page(
@@ -306,7 +309,7 @@ def render_status_page(
     state = "ready" if ready else "not ready"
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        "<meta http-equiv='refresh' content='15'><meta name='viewport' content='width=device-width'>"
+        f"{'' if proposals else _REFRESH}<meta name='viewport' content='width=device-width'>"
         f"<title>lipservice-proxy status</title><style>{_STYLE}</style></head><body>"
         f"<h1>lipservice-proxy <span class='muted'>{_e(__version__)}</span></h1>"
         f"<div class='muted'>{_e(state)} &middot; {_e(stamp)} &middot; "

@@ -397,6 +397,7 @@ def test_the_page_shows_the_open_proposal_with_its_forms(proposing: ProxyThread)
     assert f"action='/proposals/{proposal['id']}/apply'" in page and "<script" not in page
     assert f"{100 * proposal['projected']['keep_ratio']:.1f}%" in page
     assert "name='token'" not in page  # no admin token configured
+    assert "http-equiv='refresh'" not in page  # not under a person reading the proposal
 
 
 @needs_loghub
