@@ -25,6 +25,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from lipservice_proxy.analysis.projection import project
 from lipservice_proxy.analysis.proposals import ProposalBook, proposals_path
 from lipservice_proxy.analysis.stats import PatternWindow
+from lipservice_proxy.cli import main
 from lipservice_proxy.config import ProxyConfig
 from lipservice_proxy.fleet.analyzer import Analyzer
 from lipservice_proxy.sampling.policy import FirstPerWindow, PatternRule, Policy
@@ -665,3 +666,14 @@ def test_an_llm_proposal_names_its_model_and_its_severity_changes(tmp_path: Path
                 assert "applied by carol (API)" in proxy.sampler.policy.reasoning.splitlines()[0]
 
     asyncio.run(asyncio.wait_for(scenario(), timeout=120))
+
+
+@needs_loghub
+def test_offline_analyze_writes_its_policy_whatever_the_mode(tmp_path: Path) -> None:
+    logs = tmp_path / "hdfs.log"
+    logs.write_text("\n".join(line.content for line in loghub_lines("HDFS")) + "\n")
+    settings = tmp_path / "config.yaml"
+    settings.write_text(yaml.safe_dump({"analysis": {"mode": "propose"}}))
+    output = tmp_path / "out" / "policy.yaml"
+    assert main(["analyze", str(logs), "-c", str(settings), "-o", str(output)]) == 0
+    assert output.exists() and not proposals_path(output).exists()

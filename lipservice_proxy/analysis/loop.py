@@ -130,6 +130,8 @@ class AnalysisLoop:
         )
         # one apply at a time (each writes version + 1), and no new proposal supersedes one being applied
         self._applying = asyncio.Lock()
+        # offline (`analyze -o FILE`) the written file is itself what a person reviews
+        self._propose = config.mode == "propose" and not offline
         if self._state_path is not None:
             load_state(self._state_path, stats)
         self._advisor: LlmAdvisor | None = None
@@ -242,7 +244,7 @@ class AnalysisLoop:
             return self._finish(RunResult("error", None, False, tuple(anomalies), *base, str(exc)))
         if _same_rates(policy, policy_in_force):
             return self._finish(RunResult(outcome, policy, False, tuple(anomalies), *base, "rates unchanged"))
-        if self._config.mode == "propose":
+        if self._propose:
             proposal = await asyncio.to_thread(
                 _proposal, candidate, policy, policy_in_force, known, snapshot, iso_time(now)
             )

@@ -19,7 +19,7 @@ import logging
 import secrets
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import orjson
 
@@ -33,6 +33,7 @@ VERSION = 1
 MAX_PROPOSALS = 20  # decided proposals kept, newest first; the open one is always kept
 
 Status = Literal["open", "applied", "rejected", "superseded"]
+STATUSES = get_args(Status)
 
 
 class ProposalNotFound(LookupError):
@@ -227,6 +228,9 @@ class ProposalBook:
             ]
         except (KeyError, TypeError) as exc:
             log.error("proposals file %s is malformed (%s); starting without it", self.path, exc)
+            return []
+        if any(p.status not in STATUSES for p in proposals):
+            log.error("proposals file %s has an unknown status; starting without it", self.path)
             return []
         log.info("analysis: %d proposals restored from %s", len(proposals), self.path)
         return proposals
