@@ -1,5 +1,5 @@
 """The admin server (:8888): the status page at /, /metrics, /healthz, /readyz and the JSON API under
-/api/v1.
+/api/v1 (the page's read-outs, readouts.py, at /api/v1/summary).
 
 It reads: every answer comes from the `AdminSource` it is handed (the running proxy), plus the
 archived policies of `policy_history`; the one thing it changes is a proposal's fate (the
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -25,7 +24,7 @@ from .analysis.proposals import Proposal, ProposalBook, ProposalNotFound, Propos
 from .auth import BearerAuthenticator
 from .config import AdminConfig, host_port
 from .listen import listen_error
-from .sampling.policy import PROTECTED_SEVERITIES
+from .readouts import summary_view
 from .status_page import render_status_page
 from .timeline import Timeline
 
@@ -35,11 +34,6 @@ log = logging.getLogger(__name__)
 STATUS_PAGE_PATTERNS = 50
 HISTORY_SUMMARY_KEYS = ("version", "generated_by", "generated_at", "reasoning")
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_RULE_REASONS = {
-    "protected": "always kept (severity)",
-    "severity": "the policy's rate for this severity",
-    "default": "no rule applies: kept",
-}
 
 
 class AdminSource(Protocol):
@@ -54,6 +48,10 @@ class AdminSource(Protocol):
     def policy_view(self) -> dict[str, Any]: ...
 
     def patterns_view(self, limit: int) -> dict[str, Any]: ...
+
+    def anomalies_view(self) -> list[dict[str, Any]]:
+        """The anomalies of the last hour with their boosts, newest first."""
+        ...
 
 
 def policy_summary(path: Path) -> dict[str, Any]:
@@ -101,56 +99,6 @@ def status_page_url(host: str, port: int) -> str:
     """Where a browser on this machine finds the status page (a wildcard address serves loopback too)."""
     host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
-
-
-class _RuleReasons:
-    """A policy's pattern rules by id and by template, matched as the sampler matches them."""
-
-    def __init__(self, rules: list[Mapping[str, Any]]) -> None:
-        self._by_id = {rule["id"]: rule.get("reason") for rule in rules if rule.get("id")}
-        self._by_template = {rule["template"]: rule.get("reason") for rule in rules if rule.get("template")}
-
-    def find(self, pattern: Mapping[str, Any]) -> str | None:
-        if pattern.get("id") in self._by_id:
-            return self._by_id[pattern.get("id")]
-        return self._by_template.get(pattern.get("template", ""))
-
-
-def _only_protected(pattern: Mapping[str, Any]) -> bool:
-    """Every record of the pattern was ERROR or FATAL, so every one was kept whatever its rule says.
-    (The views give a pattern the rate of its busiest level below ERROR, INFO when it has none.)"""
-    counts: Mapping[str, int] = pattern.get("counts") or {}
-    return any(counts.values()) and all(name in PROTECTED_SEVERITIES for name, n in counts.items() if n)
-
-
-def with_reasons(patterns_view: dict[str, Any], policy: Mapping[str, Any]) -> dict[str, Any]:
-    """Each pattern gets a `reason` (unless it has one): the policy rule's own reason when a pattern rule
-    sets its rate, the boost's reason under an anomaly boost, else what the rule name means. A pattern
-    whose records were all ERROR or FATAL shows what happened to them: rate 1.0, always kept."""
-    boosts = {boost["pattern_id"]: boost.get("reason") for boost in patterns_view.get("boosts", [])}
-    global_rules = _RuleReasons(policy.get("patterns", []))
-    service_rules: dict[str, _RuleReasons] = {}
-    for pattern in patterns_view.get("patterns", []):
-        if _only_protected(pattern):
-            pattern.update(rate=1.0, rule="protected")
-        if "reason" in pattern:
-            continue
-        rule = str(pattern.get("rule", ""))
-        reason: str | None = None
-        if rule == "boost":
-            reason = boosts.get(pattern.get("id", ""))
-        elif rule == "pattern":
-            reason = global_rules.find(pattern)
-        elif rule.startswith("service:") and rule.endswith(":pattern"):
-            service = str(pattern.get("service", ""))
-            if service not in service_rules:
-                override = policy.get("services", {}).get(service, {})
-                service_rules[service] = _RuleReasons(override.get("patterns", []))
-            reason = service_rules[service].find(pattern)
-        elif rule.startswith("service:"):
-            reason = "the service's rate for this severity"
-        pattern["reason"] = reason or _RULE_REASONS.get(rule, rule)
-    return patterns_view
 
 
 class ProposalDesk(Protocol):
@@ -228,6 +176,7 @@ class AdminServer:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/api/v1/policy", self._policy)
         app.router.add_get("/api/v1/patterns", self._patterns)
+        app.router.add_get("/api/v1/summary", self._summary)
         app.router.add_get("/api/v1/proposals", self._proposals)
         app.router.add_get("/api/v1/proposals/{id}", self._proposal)
         app.router.add_post("/api/v1/proposals/{id}/{action:apply|reject}", self._decide_api)
@@ -297,7 +246,30 @@ class AdminServer:
             limit = max(1, min(int(request.query.get("limit", "100")), 10_000))
         except ValueError:
             return json_response({"error": "limit must be an integer"}, status=400)
-        return json_response(with_reasons(self._source.patterns_view(limit), self._current_policy()))
+        return json_response(self._source.patterns_view(limit))
+
+    async def _summary(self, request: web.Request) -> web.Response:
+        try:
+            limit = max(1, min(int(request.query.get("patterns", str(STATUS_PAGE_PATTERNS))), 1000))
+        except ValueError:
+            return json_response({"error": "patterns must be an integer"}, status=400)
+        return json_response(self._summary_view(time.time(), pattern_limit=limit))
+
+    def _summary_view(
+        self,
+        now: float,
+        *,
+        pattern_keys: list[tuple[str, str]] | None = None,
+        pattern_limit: int = STATUS_PAGE_PATTERNS,
+    ) -> dict[str, Any]:
+        return summary_view(
+            self._source.timeline,
+            now,
+            price_per_gib=self._config.price_per_gib,
+            anomalies=self._source.anomalies_view(),
+            pattern_keys=pattern_keys,
+            pattern_limit=pattern_limit,
+        )
 
     # ---- proposals ----
 
@@ -371,24 +343,21 @@ class AdminServer:
             return web.Response(status=status, text=str(answer["error"]))
         raise web.HTTPSeeOther("/")
 
-    def _current_policy(self) -> Mapping[str, Any]:
-        current: Mapping[str, Any] = self._source.policy_view().get("current", {})
-        return current
-
     async def _status_page(self, request: web.Request) -> web.Response:
         timeline = self._source.timeline
         now = time.time()
         policy_view = self._source.policy_view()
+        patterns_view = self._source.patterns_view(STATUS_PAGE_PATTERNS)
+        rows = [(p.get("service", ""), p.get("id", "")) for p in patterns_view.get("patterns", [])]
         page = render_status_page(
             ready=self._source.ready,
             policy_view=policy_view,
-            patterns_view=with_reasons(
-                self._source.patterns_view(STATUS_PAGE_PATTERNS), policy_view.get("current", {})
-            ),
+            patterns_view=patterns_view,
             points=timeline.points(now),
-            totals=timeline.totals(),
+            totals=timeline.totals(now),
             step=timeline.step,
             now=now,
+            summary=self._summary_view(now, pattern_keys=rows),
             proposals=[p.as_dict() for p in self._desk.proposals.open()] if self._desk else [],
             token_field=self._auth is not None,
         )

@@ -10,20 +10,25 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
+    SerializeAsAny,
     ValidationError,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
 
@@ -75,6 +80,16 @@ Duration = Annotated[
 ]
 """Seconds; written in the file as 200ms, 30s, 5m, 1h or a bare number of seconds."""
 
+
+def _positive(seconds: float) -> float:
+    if seconds <= 0:
+        raise ValueError("must be positive")
+    return seconds
+
+
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+"""A Duration that must be above zero: an interval or a timeout."""
+
 SEVERITY_NAMES = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 SeverityName = Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
 
@@ -107,7 +122,7 @@ class RetrySettings(Model):
     """Exponential backoff with jitter inside a deadline; a hint (Retry-After, RetryInfo) is its floor."""
 
     enabled: bool = True
-    initial_interval: Duration = 1.0
+    initial_interval: PositiveDuration = 1.0
     max_interval: Duration = 30.0
     max_elapsed: Duration = 300.0
     multiplier: float = Field(1.5, ge=1.0)
@@ -143,14 +158,7 @@ class QueueSettings(Model):
     directory: Path | None = None
     max_disk_mib: float = Field(1024, ge=1)
     fsync: Literal["batch", "interval"] = "batch"
-    fsync_interval: Duration = 1.0
-
-    @field_validator("fsync_interval")
-    @classmethod
-    def _positive_interval(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("fsync_interval must be positive")
-        return value
+    fsync_interval: PositiveDuration = 1.0
 
 
 class ClientTLS(Model):
@@ -197,36 +205,22 @@ class GrpcReceiverConfig(Model):
     max_recv_msg_size_mib: float = Field(4, gt=0, le=1024)
     # A connection that has not completed its TLS and HTTP/2 handshake (the client's preface and
     # SETTINGS) within this is closed by grpc; beyond max_connections, grpc closes new ones at once.
-    handshake_timeout: Duration = 10.0
+    handshake_timeout: PositiveDuration = 10.0
     max_connections: int = Field(1000, ge=1, le=1_000_000)
-
-    @field_validator("handshake_timeout")
-    @classmethod
-    def _positive_timeout(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be positive")
-        return value
 
 
 class HttpReceiverConfig(Model):
     enabled: bool = True
     endpoint: ListenEndpoint = "127.0.0.1:4318"
     max_request_body_mib: float = Field(20, gt=0, le=1024)
-    read_timeout: Duration = 30.0
+    read_timeout: PositiveDuration = 30.0
     # Request line and headers must arrive within this (from the connection's start or the next
     # request's first byte), else the connection is closed: a client dripping headers holds nothing.
-    header_timeout: Duration = 10.0
-    idle_timeout: Duration = 60.0  # a kept-alive connection with no request is closed after this
+    header_timeout: PositiveDuration = 10.0
+    idle_timeout: PositiveDuration = 60.0  # a kept-alive connection with no request is closed after this
     # Open connections at most; one more gets 503 and is closed. Keep the sum of both receivers'
     # below the open-file limit, less room for the admin server, exporters and disk queues.
     max_connections: int = Field(1000, ge=1, le=1_000_000)
-
-    @field_validator("header_timeout", "idle_timeout")
-    @classmethod
-    def _positive_timeout(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be positive")
-        return value
 
 
 class RecordLimits(Model):
@@ -256,7 +250,7 @@ class SamplerConfig(Model):
     policy_file: Path = Path("policies/default.yaml")
     always_keep_min_severity: SeverityName = "ERROR"
     dry_run: bool = False
-    reload_interval: Duration = 1.0
+    reload_interval: PositiveDuration = 1.0
     summaries: bool = True  # send each open tail's lipservice.count as a summary record
 
     @field_validator("always_keep_min_severity", mode="before")
@@ -269,17 +263,36 @@ class PatternsConfig(Model):
     max_templates: int = Field(10_000, ge=16)
     cache_size: int = Field(100_000, ge=16)
     state_file: Path | None = None
-    save_interval: Duration = 60.0
+    save_interval: PositiveDuration = 60.0
 
 
 # ---- exporters ----
 
 
 class ExporterBase(Model):
-    name: str | None = None
-    timeout: Duration = 10.0
+    """What every exporter entry has. A subclass names its type as `type: Literal["<name>"]` and is
+    added with `register_exporter`."""
+
+    type: str
+    name: str = ""  # unnamed: its type (ProxyConfig names a second unnamed one of a type `type/<index>`)
+    timeout: PositiveDuration = 10.0
     retry: RetrySettings = RetrySettings()
     queue: QueueSettings = QueueSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named_after_type(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("name") and isinstance(data.get("type"), str):
+            return {**data, "name": data["type"]}
+        return data
+
+    @classmethod
+    def type_name(cls) -> str:
+        """The name its `type` Literal gives it."""
+        names = get_args(cls.model_fields["type"].annotation)
+        if len(names) != 1 or not isinstance(names[0], str):
+            raise TypeError(f"{cls.__name__}.type must be a Literal of one name")
+        return names[0]
 
 
 class OtlpGrpcExporterConfig(ExporterBase):
@@ -327,10 +340,54 @@ class DebugExporterConfig(ExporterBase):
     stream: Literal["stdout", "stderr"] = "stdout"
 
 
-ExporterConfig = Annotated[
-    OtlpGrpcExporterConfig | OtlpHttpExporterConfig | PosthogExporterConfig | DebugExporterConfig,
-    Field(discriminator="type"),
-]
+@dataclass(frozen=True, slots=True)
+class ExporterType:
+    """A registered exporter type: its config model, and its factory named as `module:attribute` (config
+    sits below the exporters, which import it) and called as `factory(config, environ)` by
+    `exporters.build_exporter`."""
+
+    model: type[ExporterBase]
+    factory: str
+
+
+EXPORTER_TYPES: dict[str, ExporterType] = {}
+"""Type name -> ExporterType: which `exporters` entries config accepts, the known types its message
+lists, and what the proxy builds. Adding an exporter type is one `register_exporter` call."""
+
+
+def register_exporter(model: type[ExporterBase], factory: str) -> None:
+    name = model.type_name()
+    if name in EXPORTER_TYPES:
+        raise ValueError(f"exporter type {name!r} is registered twice")
+    module, _, attribute = factory.partition(":")
+    if not module or not attribute:
+        raise ValueError(f"exporter type {name!r}: factory {factory!r} is not module:attribute")
+    EXPORTER_TYPES[name] = ExporterType(model, factory)
+
+
+def _exporter_entry(value: Any) -> ExporterBase:
+    """One `exporters` entry, validated by the model of the type it names."""
+    if isinstance(value, ExporterBase):
+        return value
+    types = {"types": ", ".join(EXPORTER_TYPES)}
+    if not isinstance(value, dict):
+        raise PydanticCustomError("exporter_entry", "must be a mapping with a type, one of {types}", types)
+    kind = value.get("type")
+    registered = EXPORTER_TYPES.get(kind) if isinstance(kind, str) else None
+    if registered is None:
+        got = f" (got {kind!r})" if kind is not None else ""
+        raise PydanticCustomError("exporter_type", "type must be one of {types}{got}", {**types, "got": got})
+    return registered.model.model_validate(value)
+
+
+ExporterConfig = Annotated[SerializeAsAny[ExporterBase], PlainValidator(_exporter_entry)]
+
+register_exporter(OtlpGrpcExporterConfig, "lipservice_proxy.exporters.otlp_grpc:OtlpGrpcExporter.from_config")
+register_exporter(OtlpHttpExporterConfig, "lipservice_proxy.exporters.otlp_http:OtlpHttpExporter.from_config")
+register_exporter(
+    PosthogExporterConfig, "lipservice_proxy.exporters.posthog:PosthogExporter.from_environment"
+)
+register_exporter(DebugExporterConfig, "lipservice_proxy.exporters.debug:DebugExporter.from_config")
 
 
 class PassthroughConfig(Model):
@@ -339,7 +396,7 @@ class PassthroughConfig(Model):
     traces: str | None = None
     metrics: str | None = None
     headers: dict[str, str] = {}
-    timeout: Duration = 10.0
+    timeout: PositiveDuration = 10.0
     tls: ClientTLS = ClientTLS()
 
 
@@ -350,7 +407,7 @@ class LlmConfig(Model):
     model: str = "gpt-4o-mini"
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
-    timeout: Duration = 30.0
+    timeout: PositiveDuration = 30.0
     max_retries: int = Field(2, ge=0, le=10)
     max_calls_per_hour: int = Field(12, ge=1)
     max_tokens_per_hour: int = Field(200_000, ge=1000)
@@ -358,7 +415,7 @@ class LlmConfig(Model):
 
 class AnalysisConfig(Model):
     enabled: bool = True
-    interval: Duration = 300.0
+    interval: PositiveDuration = 300.0
     # apply: each pass writes its policy; propose: it records a proposal a person applies (admin API)
     mode: Literal["apply", "propose"] = "apply"
     llm: LlmConfig | None = None
@@ -370,13 +427,6 @@ class AnalysisConfig(Model):
     # read-only ConfigMap, and a hand edit must not be lost to the next refresh.
     policy_file: Path = Path("policies/generated.yaml")
 
-    @field_validator("interval")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("interval must be positive")
-        return value
-
 
 # ---- fleet mode (lipservice_proxy/fleet) ----
 
@@ -387,11 +437,11 @@ class FleetConfig(Model):
 
     analyzer: str | None = None  # host:port of the analyzer, for samplers
     listen: ListenEndpoint = "127.0.0.1:4320"  # where the analyzer serves the fleet API
-    report_interval: Duration = 10.0
+    report_interval: PositiveDuration = 10.0
     sampler_id: str | None = Field(None, min_length=1, max_length=253)  # default: the host (pod) name
     max_patterns_per_report: int = Field(2000, ge=1, le=100_000)
-    reconnect_interval: Duration = 0.5
-    max_reconnect_interval: Duration = 10.0
+    reconnect_interval: PositiveDuration = 0.5
+    max_reconnect_interval: PositiveDuration = 10.0
     max_message_mib: float = Field(16, gt=0, le=1024)
     auth: BearerAuth | None = None  # a token samplers send and the analyzer requires
 
@@ -404,8 +454,6 @@ class FleetConfig(Model):
 
     @model_validator(mode="after")
     def _intervals(self) -> FleetConfig:
-        if self.report_interval <= 0 or self.reconnect_interval <= 0:
-            raise ValueError("report_interval and reconnect_interval must be positive")
         if self.reconnect_interval > self.max_reconnect_interval:
             raise ValueError("reconnect_interval must not exceed max_reconnect_interval")
         return self
@@ -418,6 +466,8 @@ class AdminConfig(Model):
     enabled: bool = True
     endpoint: ListenEndpoint = "127.0.0.1:8888"
     auth: BearerAuth | None = None
+    # what one GiB of log data costs downstream, in any currency: the status page projects costs with it
+    price_per_gib: float | None = Field(None, ge=0, allow_inf_nan=False)
 
 
 class MemoryLimiterConfig(Model):
@@ -426,14 +476,12 @@ class MemoryLimiterConfig(Model):
     enabled: bool = True
     limit_mib: float = Field(1024, gt=0)
     spike_limit_mib: float = Field(256, ge=0)
-    check_interval: Duration = 1.0
+    check_interval: PositiveDuration = 1.0
 
     @model_validator(mode="after")
     def _spike_below_limit(self) -> MemoryLimiterConfig:
         if self.spike_limit_mib >= self.limit_mib:
             raise ValueError("spike_limit_mib must be below limit_mib")
-        if self.check_interval <= 0:
-            raise ValueError("check_interval must be positive")
         return self
 
 
@@ -454,12 +502,31 @@ class ProxyConfig(Model):
     logging: LoggingConfig = LoggingConfig()
     fleet: FleetConfig = FleetConfig()
 
+    @field_validator("exporters", mode="before")
+    @classmethod
+    def _number_unnamed_exporters(cls, entries: Any) -> Any:
+        """An unnamed exporter whose type an earlier exporter goes by is named `type/<index>`."""
+        if not isinstance(entries, list):
+            return entries
+        numbered: list[Any] = []
+        seen: set[str] = set()
+        for index, entry in enumerate(entries):
+            if isinstance(entry, dict):
+                kind, name = entry.get("type"), entry.get("name")
+                if not name and isinstance(kind, str) and kind in seen:
+                    entry = {**entry, "name": f"{kind}/{index}"}
+                named = entry.get("name") or kind
+            else:
+                named = getattr(entry, "name", None)
+            if isinstance(named, str):
+                seen.add(named)
+            numbered.append(entry)
+        return numbered
+
     @model_validator(mode="after")
     def _unique_exporter_names(self) -> ProxyConfig:
         seen: set[str] = set()
         for index, exporter in enumerate(self.exporters):
-            if exporter.name is None:
-                exporter.name = exporter.type if exporter.type not in seen else f"{exporter.type}/{index}"
             if exporter.name in seen:
                 raise ValueError(f"exporters[{index}].name {exporter.name!r} is used twice")
             seen.add(exporter.name)
@@ -473,18 +540,9 @@ SECTIONS = tuple(ProxyConfig.model_fields)
 
 
 def _format_location(loc: tuple[int | str, ...]) -> str:
-    parts: list[str] = []
-    previous_was_index = False
-    for item in loc:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-            previous_was_index = True
-            continue
-        if previous_was_index and item in {"otlp_grpc", "otlp_http", "posthog", "debug"}:
-            previous_was_index = False
-            continue  # pydantic repeats the union tag; the index already names the item
-        parts.append(("." if parts else "") + str(item))
-        previous_was_index = False
+    parts = [
+        f"[{item}]" if isinstance(item, int) else ("." if i else "") + str(item) for i, item in enumerate(loc)
+    ]
     return "".join(parts) or "(top level)"
 
 
@@ -507,8 +565,6 @@ def format_validation_error(
         message = detail["msg"].removeprefix("Value error, ")
         if detail["type"] == "extra_forbidden":
             message = "unknown key"
-        elif detail["type"] == "union_tag_invalid":
-            message = "type must be one of otlp_grpc, otlp_http, posthog, debug"
         got = detail.get("input")
         shown = got is not None and not isinstance(got, dict | list) and repr(got) not in message
         suffix = f" (got {got!r})" if shown else ""

@@ -23,9 +23,9 @@ from typing import Any, TextIO
 
 import yaml
 
-from .admin import with_reasons
 from .config import SEVERITY_NAMES, ProxyConfig
 from .errors import InputError
+from .sampling.rates import RateSource
 
 WORKLOAD = files("lipservice_proxy") / "data" / "demo_workload.yaml"
 USERS = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy")
@@ -174,7 +174,7 @@ def format_summary(summary: Summary) -> str:
     for pattern in summary.patterns:
         template = pattern["template"] if len(pattern["template"]) <= 70 else pattern["template"][:67] + "..."
         rule = pattern["rule"]  # a policy rule's or a boost's own reason is worth showing
-        why = f"{rule}: {pattern['reason']}" if rule.endswith("pattern") or rule == "boost" else rule
+        why = f"{rule}: {pattern['reason']}" if RateSource.parse(rule).has_own_reason else rule
         why = why if len(why) <= 21 else why[:18] + "..."
         lines.append(
             f"  {pattern['received']:>9,}{pattern['kept']:>8,}{pattern['rate']:>7.3g}  {why:<22}{template}"
@@ -269,7 +269,7 @@ def summarise(proxy: Any, records: int, top: int, seconds: float) -> Summary:
     received = _per_severity(telemetry.records_received.collect()[0].samples)
     kept = _per_severity(telemetry.records_kept.collect()[0].samples)
     services = {s.labels["service"] for s in telemetry.bytes_received.collect()[0].samples}
-    view = with_reasons(proxy.patterns_view(top), proxy.policy_view()["current"])
+    view = proxy.patterns_view(top)
     return Summary(
         records=records,
         services=len(services),

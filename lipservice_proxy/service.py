@@ -314,6 +314,10 @@ class Proxy:
         }
         return view
 
+    def anomalies_view(self) -> list[dict[str, Any]]:
+        # a fleet's samplers take boosts from the analyzer, which detects the anomalies
+        return self.analysis.recent_anomalies_view() if self.analysis is not None else []
+
 
 class Service(Protocol):
     """What `run` runs: a Proxy, a fleet Analyzer, or the supervisor of `--workers`."""

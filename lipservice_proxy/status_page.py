@@ -1,4 +1,5 @@
-"""The admin status page (`GET /`): the policy in force, the top patterns, kept versus dropped over time.
+"""The admin status page (`GET /`): the policy in force, the top patterns, kept versus dropped over time,
+and the read-outs of readouts.py (projected costs, services, anomalies, each pattern's last hour).
 
 Server-rendered HTML with an inline SVG chart: no script, no build step, no asset to fetch; it
 refreshes itself every 15 s with a meta tag. Everything that comes from logs or policy files
@@ -16,6 +17,8 @@ from . import __version__
 from .timeline import Bucket
 
 CHART_WIDTH, CHART_HEIGHT = 720, 180
+SPARK_WIDTH, SPARK_HEIGHT = 120, 24
+PAGE_ANOMALIES = 50  # rows on the page; /api/v1/summary has them all
 # the page reloads itself, but not under a person reading a proposal (or typing the admin token)
 _REFRESH = "<meta http-equiv='refresh' content='15'>"
 PROPOSAL_CHANGES = 25  # rows of a proposal's diff on the page, busiest patterns first
@@ -39,6 +42,7 @@ code{font:12px ui-monospace,monospace;word-break:break-all} .anomaly{color:#b423
 button.apply{background:#2a9d8f;color:#fff;border:0;border-radius:4px;padding:6px 14px}
 button.reject{background:#fff;border:1px solid #c9ced6;border-radius:4px;padding:6px 14px}
 .legend span{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px;vertical-align:middle}
+#services,#anomalies{width:100%} td.spark{padding:2px 8px} td.spark svg{display:block}
 """
 
 
@@ -65,27 +69,49 @@ def _size(nbytes: int) -> str:
     return f"{size:.1f} GiB"
 
 
+class _StackedSteps:
+    """Kept (bottom) and dropped (top) records as two polygons of steps in a box, scaled to the peak."""
+
+    def __init__(
+        self, kept: Sequence[int], dropped: Sequence[int], box: tuple[float, float, float, float]
+    ) -> None:
+        self.kept = list(kept)
+        self.total = [k + d for k, d in zip(kept, dropped, strict=True)]
+        self.peak = max(self.total, default=0) or 1
+        self._left, self._top, self._width, self._height = box
+        self._slot = self._width / max(len(self.kept), 1)
+
+    def _y(self, value: int) -> float:
+        return self._top + self._height * (1 - value / self.peak)
+
+    def _outline(self, values: list[int]) -> list[tuple[float, float]]:
+        corners = []
+        for index, value in enumerate(values):
+            y = self._y(value)
+            corners += [(self._left + index * self._slot, y), (self._left + (index + 1) * self._slot, y)]
+        return corners
+
+    def _area(self, upper: list[int], lower: list[int]) -> str:
+        corners = [*self._outline(upper), *reversed(self._outline(lower))]
+        return " ".join(f"{px:.1f},{py:.1f}" for px, py in corners)
+
+    def polygons(self) -> str:
+        dropped = self._area(self.total, self.kept)
+        kept = self._area(self.kept, [0] * len(self.kept))
+        return (
+            f'<polygon class="dropped" fill="{_DROPPED_COLOUR}" points="{dropped}"/>'
+            f'<polygon class="kept" fill="{_KEPT_COLOUR}" points="{kept}"/>'
+        )
+
+
 def chart_svg(points: Sequence[Bucket], step: float) -> str:
     """Stacked steps of kept (bottom) and dropped (top) records, one step per bucket."""
     width = CHART_WIDTH - _PAD_LEFT - _PAD_RIGHT
     height = CHART_HEIGHT - _PAD_TOP - _PAD_BOTTOM
-    peak = max((p.kept + p.dropped for p in points), default=0) or 1
-    slot = width / max(len(points), 1)
-
-    def y(value: int) -> float:
-        return _PAD_TOP + height * (1 - value / peak)
-
-    def outline(values: list[int]) -> list[tuple[float, float]]:
-        corners = []
-        for index, value in enumerate(values):
-            corners += [(_PAD_LEFT + index * slot, y(value)), (_PAD_LEFT + (index + 1) * slot, y(value))]
-        return corners
-
-    def area(upper: list[int], lower: list[int]) -> str:
-        return " ".join(f"{px:.1f},{py:.1f}" for px, py in [*outline(upper), *reversed(outline(lower))])
-
-    kept = [p.kept for p in points]
-    total = [p.kept + p.dropped for p in points]
+    steps = _StackedSteps(
+        [p.kept for p in points], [p.dropped for p in points], (_PAD_LEFT, _PAD_TOP, width, height)
+    )
+    peak = steps.peak
     left, right, bottom = _PAD_LEFT, CHART_WIDTH - _PAD_RIGHT, CHART_HEIGHT - 6
     label = 'font-size="11"'
     return (
@@ -93,13 +119,29 @@ def chart_svg(points: Sequence[Bucket], step: float) -> str:
         f'height="{CHART_HEIGHT}" viewBox="0 0 {CHART_WIDTH} {CHART_HEIGHT}" role="img" '
         f'aria-label="kept and dropped log records per {step:g} s">'
         f'<rect x="{left}" y="{_PAD_TOP}" width="{width}" height="{height}" fill="#fff" stroke="#e3e6eb"/>'
-        f'<polygon class="dropped" fill="{_DROPPED_COLOUR}" points="{area(total, kept)}"/>'
-        f'<polygon class="kept" fill="{_KEPT_COLOUR}" points="{area(kept, [0] * len(kept))}"/>'
+        f"{steps.polygons()}"
         f'<text x="{left - 6}" y="{_PAD_TOP + 10}" text-anchor="end" {label}>{_count(peak)}</text>'
         f'<text x="{left - 6}" y="{_PAD_TOP + height}" text-anchor="end" {label}>0</text>'
         f'<text x="{left}" y="{bottom}" {label}>{_duration(len(points) * step)} ago</text>'
         f'<text x="{right}" y="{bottom}" text-anchor="end" {label}>now</text>'
         "</svg>"
+    )
+
+
+def spark_svg(kept: Sequence[int], dropped: Sequence[int], step: float) -> str:
+    """A pattern's last hour in a table cell: kept under dropped per minute, scaled to its own peak."""
+    steps = _StackedSteps(kept, dropped, (0.0, 1.0, SPARK_WIDTH, SPARK_HEIGHT - 2.0))
+    title = (
+        f"last {_duration(len(kept) * step)}: {_count(sum(kept))} kept, {_count(sum(dropped))} dropped; "
+        f"peak {_count(steps.peak)} per {_duration(step)}"
+    )
+    return (
+        f'<svg class="spark" xmlns="http://www.w3.org/2000/svg" '
+        f'width="{SPARK_WIDTH}" height="{SPARK_HEIGHT}" '
+        f'viewBox="0 0 {SPARK_WIDTH} {SPARK_HEIGHT}" role="img" aria-label="{_e(title)}">'
+        f"<title>{_e(title)}</title>"
+        f'<rect x="0" y="0" width="{SPARK_WIDTH}" height="{SPARK_HEIGHT}" fill="#fff" stroke="#eef0f3"/>'
+        f"{steps.polygons()}</svg>"
     )
 
 
@@ -125,6 +167,88 @@ def _tiles(totals: Bucket) -> str:
         for name, value in tiles
     )
     return f'<div class="tiles">{cells}</div>'
+
+
+def _money(value: float) -> str:
+    return f"{value:,.2f}"
+
+
+def _cost_section(summary: Mapping[str, Any]) -> str:
+    """Projected costs, only when `admin.price_per_gib` is set."""
+    cost = summary.get("cost")
+    if not cost:
+        return ""
+    rows = "".join(
+        f"<tr><th>{_e(name)}</th><td class='n'>{cost['gib_per_day'][name]:,.3f}</td>"
+        f"<td class='n'>{_money(cost['per_day'][name])}</td>"
+        f"<td class='n'>{_money(cost['per_month'][name])}</td>"
+        "</tr>"
+        for name in ("received", "kept", "saved")
+    )
+    window = float(cost["window_seconds"])
+    rough = "; under 10 min of traffic, a rough figure" if window < 600 else ""
+    return (
+        "<h2>Cost</h2>"
+        f"<p class='muted'>Projected from the bytes of the last {_e(_duration(window))} "
+        f"at {_e(format(cost['price_per_gib'], 'g'))} per GiB (a month is 30 days{rough}).</p>"
+        "<table id='cost'><tr><th></th><th>GiB per day</th><th>per day</th><th>per month</th></tr>"
+        f"{rows}</table>"
+    )
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _services_section(summary: Mapping[str, Any]) -> str:
+    services = summary.get("services", [])
+    if not services:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_e(s['service'])}</td><td class='n'>{_count(s['received'])}</td>"
+        f"<td class='n'>{_count(s['kept'])}</td><td class='n'>{_count(s['dropped'])}</td>"
+        f"<td class='n'>{_ratio(s['keep_ratio'])}</td><td class='n'>{_e(_size(s['bytes_received']))}</td>"
+        f"<td class='n'>{_e(_size(s['bytes_kept']))}</td>"
+        f"<td class='n'>{_e(_size(s['bytes_saved']))}</td></tr>"
+        for s in services
+    )
+    return (
+        "<h2>Services <span class='muted'>(last hour)</span></h2>"
+        "<table id='services'><tr><th>service</th><th>received</th><th>kept</th><th>dropped</th>"
+        "<th>keep ratio</th><th>bytes received</th><th>bytes kept</th><th>bytes saved</th></tr>"
+        f"{rows}</table>"
+    )
+
+
+def _boost_text(boost: Mapping[str, Any] | None) -> str:
+    if boost is None:
+        return "declined: the boost budget (anomaly_boost.max_share) was spent"
+    state = "running" if boost.get("running") else "no longer running"
+    return f"rate {format(float(boost['rate']), 'g')} until {boost['until']} ({state})"
+
+
+def _anomalies_section(summary: Mapping[str, Any]) -> str:
+    anomalies = summary.get("anomalies", [])
+    if not anomalies:
+        return "<h2>Anomalies <span class='muted'>(last hour)</span></h2><p class='muted'>None.</p>"
+    rows = []
+    for a in anomalies[:PAGE_ANOMALIES]:
+        patterns = list(a.get("patterns", []))
+        shown = ", ".join(str(p) for p in patterns[:3]) + (
+            f" and {len(patterns) - 3} more" if len(patterns) > 3 else ""
+        )
+        rows.append(
+            f"<tr><td>{_e(a.get('detected_at', ''))}</td><td class='anomaly'>{_e(a.get('kind', ''))}</td>"
+            f"<td>{_e(a.get('service', ''))}</td><td><code>{_e(shown)}</code></td>"
+            f"<td>{_e(a.get('message', ''))}</td><td>{_e(_boost_text(a.get('boost')))}</td></tr>"
+        )
+    more = len(anomalies) - len(rows)
+    more_html = f"<p class='muted'>{more} older ones in <a href='/api/v1/summary'>the summary</a>.</p>"
+    return (
+        f"<h2>Anomalies <span class='muted'>(last hour: {len(anomalies)})</span></h2>"
+        "<table id='anomalies'><tr><th>detected at</th><th>kind</th><th>service</th><th>patterns</th>"
+        f"<th>what</th><th>boost</th></tr>{''.join(rows)}</table>{more_html if more else ''}"
+    )
 
 
 def _warnings(policy_view: Mapping[str, Any]) -> str:
@@ -168,13 +292,18 @@ def _policy_section(policy_view: Mapping[str, Any]) -> str:
     )
 
 
-def _patterns_section(patterns_view: Mapping[str, Any]) -> str:
+def _patterns_section(patterns_view: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
     patterns = patterns_view.get("patterns", [])
     if not patterns:
         return "<h2>Top patterns</h2><p class='muted'>No log records yet.</p>"
+    volume = summary.get("pattern_volume", {})
+    step = float(volume.get("step_seconds", 60.0))
+    series = {(v["service"], v["id"]): v for v in volume.get("patterns", [])}
     rows = []
     for p in patterns:
         anomaly = (p.get("anomaly_kind") or "anomaly") if p.get("anomaly") else ""
+        history = series.get((p.get("service", ""), p.get("id", "")))
+        spark = spark_svg(history["kept"], history["dropped"], step) if history else ""
         rows.append(
             "<tr>"
             f"<td class='id'><code>{_e(p.get('id', ''))}</code></td>"
@@ -182,6 +311,7 @@ def _patterns_section(patterns_view: Mapping[str, Any]) -> str:
             f"<td>{_e(p.get('service', ''))}</td>"
             f"<td class='n'>{_count(int(p.get('received', 0)))}</td>"
             f"<td class='n'>{_count(int(p.get('kept', 0)))}</td>"
+            f"<td class='spark'>{spark}</td>"
             f"<td class='n'>{_e(format(float(p.get('rate', 1.0)), '.3g'))}</td>"
             f"<td>{_e(p.get('rule', ''))}</td>"
             f"<td>{_e(p.get('reason') or '')}</td>"
@@ -192,7 +322,7 @@ def _patterns_section(patterns_view: Mapping[str, Any]) -> str:
     return (
         f"<h2>Top patterns <span class='muted'>({len(patterns)} of {_e(total)})</span></h2>"
         "<table id='patterns'><tr><th>id</th><th>template</th><th>service</th><th>received</th>"
-        "<th>kept</th><th>rate</th><th>rule</th><th>reason</th><th>anomaly</th></tr>"
+        "<th>kept</th><th>last hour</th><th>rate</th><th>rule</th><th>reason</th><th>anomaly</th></tr>"
         f"{''.join(rows)}</table>"
     )
 
@@ -302,9 +432,11 @@ def render_status_page(
     totals: Bucket,
     step: float,
     now: float | None = None,
+    summary: Mapping[str, Any] | None = None,
     proposals: Sequence[Mapping[str, Any]] = (),
     token_field: bool = False,
 ) -> str:
+    summary = summary or {}
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(time.time() if now is None else now))
     state = "ready" if ready else "not ready"
     return (
@@ -314,13 +446,17 @@ def render_status_page(
         f"<h1>lipservice-proxy <span class='muted'>{_e(__version__)}</span></h1>"
         f"<div class='muted'>{_e(state)} &middot; {_e(stamp)} &middot; "
         "<a href='/metrics'>metrics</a> &middot; <a href='/api/v1/patterns'>patterns (JSON)</a> &middot; "
-        "<a href='/api/v1/policy'>policy (JSON)</a></div>"
+        "<a href='/api/v1/policy'>policy (JSON)</a> &middot; "
+        "<a href='/api/v1/summary'>summary (JSON)</a></div>"
         f"{_warnings(policy_view)}"
         f"<h2>Last {_duration(len(points) * step)}</h2>{_tiles(totals)}"
         f"{chart_svg(points, step)}"
         f"<div class='legend muted'><span style='background:{_KEPT_COLOUR}'></span>kept"
         f"<span style='background:{_DROPPED_COLOUR}'></span>dropped (records per {step:g} s)</div>"
         f"{proposals_section(proposals, token_field)}"
-        f"{_policy_section(policy_view)}{_patterns_section(patterns_view)}"
+        f"{_cost_section(summary)}"
+        f"{_services_section(summary)}"
+        f"{_anomalies_section(summary)}"
+        f"{_policy_section(policy_view)}{_patterns_section(patterns_view, summary)}"
         "</body></html>"
     )

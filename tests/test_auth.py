@@ -173,7 +173,7 @@ def test_sdk_clients_with_the_token_get_through_to_the_sink(
     assert sum(entry.record.body.string_value.startswith(marker) for entry in records) == 20
 
 
-@pytest.mark.parametrize("path", ["/", "/metrics", "/api/v1/policy", "/api/v1/patterns"])
+@pytest.mark.parametrize("path", ["/", "/metrics", "/api/v1/policy", "/api/v1/patterns", "/api/v1/summary"])
 def test_admin_pages_need_the_admin_token_but_probes_do_not(guarded: ProxyThread, path: str) -> None:
     url = guarded.admin_url + path
     assert http_get(url)[0] == 401

@@ -141,4 +141,7 @@ def test_a_million_distinct_patterns_services_and_values_keep_memory_and_series_
     engine = proxy.engine.stats()
     assert engine.templates <= config.patterns.max_templates
     assert engine.cache_entries <= config.patterns.cache_size
-    assert len(proxy.timeline._buckets) <= proxy.timeline.capacity
+    timeline = proxy.timeline
+    assert len(timeline._totals) <= timeline.capacity and len(timeline._volume) <= timeline._volume.capacity
+    assert all(len(minute.patterns) <= timeline.max_patterns for minute in timeline._volume)
+    assert all(len(minute.services) <= timeline.max_services + 1 for minute in timeline._volume)

@@ -89,7 +89,11 @@ def test_env_overrides_nested_keys_and_list_items(tmp_path: Path) -> None:
             "receivers.grpc.max_recv_msg_size_mib: Input should be",
         ),
         ("receivers: {http: {endpoint: 'nohost'}}", "receivers.http.endpoint: 'nohost' is not host:port"),
-        ("exporters: [{type: kafka}]", "exporters[0]: type must be one of"),
+        (
+            "exporters: [{type: kafka}]",
+            "exporters[0]: type must be one of otlp_grpc, otlp_http, posthog, debug (got",
+        ),
+        ("exporters: [debug]", "exporters[0]: must be a mapping with a type, one of otlp_grpc"),
         ("exporters: [{type: otlp_grpc}]", "exporters[0].endpoint: Field required"),
         ("exporters: [{type: otlp_http, endpoint: 'backend:4318'}]", "exporters[0].endpoint: must be a URL"),
         ("analysis: {interval: 5 minutes}", "analysis.interval: '5 minutes' is not a duration"),
@@ -143,3 +147,32 @@ def test_durations(text: object, seconds: float) -> None:
 def test_bad_durations(text: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("receivers: {grpc: {handshake_timeout: 0s}}", "receivers.grpc.handshake_timeout"),
+        ("receivers: {http: {header_timeout: 0s}}", "receivers.http.header_timeout"),
+        ("receivers: {http: {idle_timeout: 0s}}", "receivers.http.idle_timeout"),
+        ("exporters: [{type: debug, queue: {fsync_interval: 0s}}]", "exporters[0].queue.fsync_interval"),
+        ("analysis: {interval: 0s}", "analysis.interval"),
+        ("fleet: {report_interval: 0s}", "fleet.report_interval"),
+        ("fleet: {reconnect_interval: 0s}", "fleet.reconnect_interval"),
+        ("memory_limiter: {check_interval: 0s}", "memory_limiter.check_interval"),
+        ("sampler: {reload_interval: 0s}", "sampler.reload_interval"),
+        ("patterns: {save_interval: 0s}", "patterns.save_interval"),
+        ("receivers: {http: {read_timeout: 0s}}", "receivers.http.read_timeout"),
+        ("exporters: [{type: debug, timeout: 0s}]", "exporters[0].timeout"),
+        ("exporters: [{type: debug, retry: {initial_interval: 0s}}]", "exporters[0].retry.initial_interval"),
+        ("passthrough: {timeout: 0s}", "passthrough.timeout"),
+        ("analysis: {llm: {timeout: 0s}}", "analysis.llm.timeout"),
+        ("fleet: {max_reconnect_interval: 0s}", "fleet.max_reconnect_interval"),
+    ],
+)
+def test_intervals_and_timeouts_must_be_positive(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path, environ={})
+    assert str(error.value) == f"{path}: {key}: must be positive (got '0s')"

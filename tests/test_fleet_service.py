@@ -284,11 +284,13 @@ def test_admin_views_of_a_sampler_and_the_analyzer(tmp_path: Path) -> None:
             view = sampler.patterns_view(5)  # its open window: nothing reported yet
             assert view["total_patterns"] > 5 and view["fleet"]["sampler_id"] == "s1"
             for pattern in view["patterns"]:
-                rates, rules = sampler.sampler.resolve(pattern["service"], pattern["id"], pattern["template"])
+                rates, sources = sampler.sampler.resolve(
+                    pattern["service"], pattern["id"], pattern["template"]
+                )
                 level = max(
                     range(4), key=lambda n: pattern["counts"].get(["TRACE", "DEBUG", "INFO", "WARN"][n], 0)
                 )
-                assert (pattern["rate"], pattern["rule"]) == (rates[level], rules[level])
+                assert (pattern["rate"], pattern["rule"]) == (rates[level], sources[level].label)
             assert sum(p["received"] for p in sampler.patterns_view(1000)["patterns"]) == 300
             # a boost from the analyzer shows as what it is: the pattern kept at the boost's rate
             boosted = view["patterns"][0]["id"]
@@ -393,7 +395,7 @@ def test_bad_messages_get_invalid_argument_naming_the_problem(tmp_path: Path) ->
             {"reconnect_interval": "5s", "max_reconnect_interval": "1s"},
             "must not exceed max_reconnect_interval",
         ),
-        ({"report_interval": 0}, "report_interval and reconnect_interval must be positive"),
+        ({"report_interval": 0}, "fleet.report_interval: must be positive"),
         (
             {"max_patterns_per_report": 0},
             "fleet.max_patterns_per_report: Input should be greater than or equal to 1",

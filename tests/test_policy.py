@@ -87,7 +87,7 @@ def test_examples_are_valid() -> None:
         ("patterns: [{template: t, rate: 0.1}, {template: t, rate: 0.2}]", "template 't' appears twice"),
         ("exemptions: [{attribute: audit}]", "exactly one of `equals` or `matches`"),
         ("exemptions: [{attribute: a, matches: '(['}]", "not a valid regular expression"),
-        ("first_per_window: {window: 0s}", "window must be positive"),
+        ("first_per_window: {window: 0s}", "first_per_window.window: must be positive"),
         ("generated_by: robot", "generated_by: must be default, heuristic, manual or llm:<model>"),
         ("versoin: 3", "versoin: unknown key"),
         ("", "the file is empty"),

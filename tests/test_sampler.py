@@ -14,6 +14,7 @@ from lipservice_proxy.patterns import PatternEngine
 from lipservice_proxy.sampling.annotate import PATTERN_ID, SAMPLE_RATE, TEMPLATE, take_prior_weight
 from lipservice_proxy.sampling.decision import Decision, Reason
 from lipservice_proxy.sampling.policy import Policy, parse_policy
+from lipservice_proxy.sampling.rates import PROTECTED, RateKind, RateSource
 from lipservice_proxy.sampling.reference import Record, ReferenceSampler
 from lipservice_proxy.sampling.sampler import Sampler
 from lipservice_proxy.sampling.severity import ERROR, INFO
@@ -318,11 +319,15 @@ def test_reference_explains_one_record_at_a_time() -> None:
     payment = Record("shop", "p1", "payment <NUM> captured", INFO)
     decisions = [reference.decide(payment, 1000.0) for _ in range(4)]
     assert [(d.keep, d.count) for d in decisions] == [(True, 1), (False, 0), (True, 2), (False, 0)]
-    assert decisions[2] == Decision(True, 0.5, Reason.SAMPLED, "p1", "payment <NUM> captured", "severity", 2)
-    assert decisions[1] == Decision(False, 0.5, Reason.DROPPED, "p1", "payment <NUM> captured", "severity")
+    assert decisions[2] == Decision(
+        True, 0.5, Reason.SAMPLED, "p1", "payment <NUM> captured", RateSource(RateKind.SEVERITY), 2
+    )
+    assert decisions[1] == Decision(
+        False, 0.5, Reason.DROPPED, "p1", "payment <NUM> captured", RateSource(RateKind.SEVERITY)
+    )
     assert reference.unaccounted == 1  # the last drop waits for the next kept record
     failed = reference.decide(Record("shop", "p2", "payment <NUM> failed", ERROR), 1000.0)
-    assert (failed.reason, failed.rule, failed.count) == (Reason.SEVERITY, "protected", 1)
+    assert (failed.reason, failed.rule, failed.count) == (Reason.SEVERITY, PROTECTED, 1)
 
 
 def test_non_string_bodies_get_patterns_too() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from lipservice_proxy.admin import policy_history, policy_summary, with_reasons
+from lipservice_proxy.admin import policy_history, policy_summary
 from lipservice_proxy.analysis.writer import PolicyWriter
 from lipservice_proxy.sampling.decision import BatchOutcome
 from lipservice_proxy.sampling.policy import PatternRule, Policy
@@ -69,7 +69,7 @@ def test_timeline_holds_at_most_capacity_buckets_whatever_the_traffic() -> None:
     timeline = Timeline(step=1.0, capacity=60)
     for second in range(10_000):
         timeline.observe(outcome(1, 1), now=float(second))
-    assert len(timeline._buckets) == 60
+    assert len(timeline._totals) == 60
     points = timeline.points(now=9_999.5)
     assert len(points) == 60 and points[0].start == 9_940.0 and points[-1].start == 9_999.0
     assert timeline.totals().received == 120  # only what the ring holds
@@ -81,7 +81,7 @@ def test_a_clock_that_steps_back_adds_to_the_newest_bucket() -> None:
     timeline = Timeline(step=5.0, capacity=10)
     timeline.observe(outcome(1, 0), now=100.0)
     timeline.observe(outcome(2, 0), now=50.0)
-    assert [(b.start, b.kept) for b in timeline._buckets] == [(100.0, 3)]
+    assert [(b.start, b.kept) for b in timeline._totals] == [(100.0, 3)]
 
 
 # ---- policy history and reasons ----
@@ -118,31 +118,6 @@ def test_policy_summary_reads_a_large_policy_quickly_and_reports_broken_files(tm
     broken = tmp_path / "broken.yaml"
     broken.write_bytes(b"version: 3\nreasoning: [unclosed\n")
     assert policy_summary(broken)["error"].startswith("unreadable")
-
-
-def test_reasons_come_from_the_rule_the_boost_or_the_rule_name() -> None:
-    policy = Policy(
-        patterns=[PatternRule(id="aaaa", template="GET /health <*>", rate=0.01, reason="liveness probe")],
-        services={"checkout": {"patterns": [{"id": "bbbb", "rate": 0.5, "reason": "checkout noise"}]}},
-    ).model_dump(mode="json")
-    view: dict[str, Any] = {
-        "patterns": [
-            {"id": "zzzz", "template": "GET /health <*>", "service": "web", "rule": "pattern"},
-            {"id": "bbbb", "template": "x", "service": "checkout", "rule": "service:checkout:pattern"},
-            {"id": "cccc", "template": "y", "service": "web", "rule": "boost"},
-            {"id": "dddd", "template": "z", "service": "web", "rule": "severity"},
-            {"id": "eeee", "template": "z", "service": "web", "rule": "severity", "reason": "given"},
-        ],
-        "boosts": [{"pattern_id": "cccc", "reason": "spike: x20"}],
-    }
-    reasons = [p["reason"] for p in with_reasons(view, policy)["patterns"]]
-    assert reasons == [
-        "liveness probe",
-        "checkout noise",
-        "spike: x20",
-        "the policy's rate for this severity",
-        "given",
-    ]
 
 
 # ---- the page ----

@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -25,11 +26,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
 
-from ..config import SEVERITY_NAMES, AnalysisConfig
+from ..config import AnalysisConfig
 from ..memlimit import cgroup_headroom
+from ..pattern_view import boost_rows, iso_time, pattern_row
 from ..sampling.boosts import BoostTable
 from ..sampling.policy import Policy
-from ..sampling.severity import ERROR, INFO
+from ..sampling.rates import Resolved, busiest_sampled_level
+from ..sampling.severity import ERROR
 from ..sampling.store import PolicyStore
 from ..telemetry import Telemetry
 from .anomalies import DEFAULT_THRESHOLDS, NEW_PATTERN, Anomaly, Thresholds, detect
@@ -49,6 +52,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+RECENT_ANOMALIES_SECONDS = 3600.0  # what the status page lists: the last hour's anomalies
+MAX_RECENT_ANOMALIES = 1000  # at most, whatever a flood of new patterns flags
+
 
 class SamplerView(Protocol):
     """What the loop needs of the running sampler."""
@@ -59,7 +65,7 @@ class SamplerView(Protocol):
     @property
     def boosts(self) -> BoostTable: ...
 
-    def resolve(self, service: str, pattern_id: str, template: str) -> tuple[list[float], list[str]]: ...
+    def resolve(self, service: str, pattern_id: str, template: str) -> Resolved: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,15 +92,13 @@ class RunResult:
         }
 
 
-def iso_time(timestamp: float) -> str:
-    """A Unix time as an ISO 8601 UTC text with microseconds, as the admin API shows times."""
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+@dataclass(frozen=True, slots=True)
+class FlaggedAnomaly:
+    """An anomaly with the boost the budget granted its patterns when it was flagged (none: declined)."""
 
-
-def _dominant_level(entry: PatternEntry) -> int:
-    """The busiest level below ERROR: the one whose rate the pattern's volume mostly gets."""
-    sampled = entry.counts[:ERROR]
-    return max(range(ERROR), key=lambda level: sampled[level]) if any(sampled) else INFO
+    anomaly: Anomaly
+    boost_rate: float | None
+    boost_until: float | None
 
 
 class AnalysisLoop:
@@ -141,6 +145,7 @@ class AnalysisLoop:
             self._advisor = LlmAdvisor(config.llm, telemetry, environ, clock)
         self._anomalies: list[tuple[Anomaly, float]] = []  # with the time their boost ends
         self._granted: dict[str, BoostRequest] = {}  # the boosts the budget admitted, by pattern id
+        self._recent: deque[FlaggedAnomaly] = deque(maxlen=MAX_RECENT_ANOMALIES)  # oldest first
         self._families: dict[str, str] = {}  # pattern id -> family id, from the last pass
         self.last_result: RunResult | None = None
 
@@ -337,6 +342,14 @@ class AnalysisLoop:
                 (self._granted[p].until for p in anomaly.pattern_ids if p in self._granted), default=now
             )
             self._anomalies.append((anomaly, until))
+            granted = [self._granted[p] for p in anomaly.pattern_ids if p in self._granted]
+            self._recent.append(
+                FlaggedAnomaly(
+                    anomaly,
+                    max((r.rate for r in granted), default=None),
+                    max((r.until for r in granted), default=None),
+                )
+            )
             log.warning("anomaly %s in %s: %s", anomaly.kind, anomaly.service, anomaly.message)
         self._anomalies = [(a, end) for a, end in self._anomalies if end > now]
 
@@ -353,10 +366,10 @@ class AnalysisLoop:
         for entry in entries:
             volumes[entry.pattern_id] = volumes.get(entry.pattern_id, 0) + entry.received
             if entry.pattern_id not in known:
-                rates, rules = self._sampler.resolve(entry.service, entry.pattern_id, entry.template)
-                level = _dominant_level(entry)
+                rates, sources = self._sampler.resolve(entry.service, entry.pattern_id, entry.template)
+                level = busiest_sampled_level(entry.counts)
                 known[entry.pattern_id] = KnownPattern(
-                    entry.template, rates[level], has_rule=rules[level].endswith("pattern")
+                    entry.template, rates[level], has_rule=sources[level].has_rule
                 )
         for rule in policy.patterns:
             known.setdefault(rule.id, KnownPattern(rule.template, rule.rate))
@@ -466,39 +479,55 @@ class AnalysisLoop:
             self._stats.entries(),
             key=lambda e: (-(e.last_interval + sum(e.interval_counts)), -e.received, e.pattern_id, e.service),
         )
-        patterns = []
-        for entry in ranked[:limit]:
-            rates, rules = self._sampler.resolve(entry.service, entry.pattern_id, entry.template)
-            level = _dominant_level(entry)
-            boost = boosted.get(entry.pattern_id)
-            patterns.append(
-                {
-                    "id": entry.pattern_id,
-                    "template": entry.template,
-                    "service": entry.service,
-                    "family": self._families.get(entry.pattern_id, f"family-{entry.pattern_id}"),
-                    "counts": {name: n for name, n in zip(SEVERITY_NAMES, entry.counts, strict=True) if n},
-                    "received": entry.received,
-                    "kept": entry.kept,
-                    "last_interval": entry.last_interval,
-                    "rate": boost.rate if boost else rates[level],
-                    "rule": "boost" if boost else rules[level],
-                    "anomaly": entry.pattern_id in kinds,
-                    "anomaly_kind": kinds.get(entry.pattern_id),
-                    "first_seen": iso_time(entry.first_seen),
-                    "last_seen": iso_time(entry.last_seen),
-                }
-            )
+        patterns = [
+            {
+                **pattern_row(
+                    entry.service,
+                    entry.pattern_id,
+                    entry.template,
+                    entry.counts,
+                    entry.kept,
+                    resolve=self._sampler.resolve,
+                    boost=boosted.get(entry.pattern_id),
+                ),
+                "family": self._families.get(entry.pattern_id, f"family-{entry.pattern_id}"),
+                "last_interval": entry.last_interval,
+                "anomaly": entry.pattern_id in kinds,
+                "anomaly_kind": kinds.get(entry.pattern_id),
+                "first_seen": iso_time(entry.first_seen),
+                "last_seen": iso_time(entry.last_seen),
+            }
+            for entry in ranked[:limit]
+        ]
         return {
             "patterns": patterns,
             "total_patterns": len(self._stats),
             "anomalies": [{**anomaly.as_dict(), "until": iso_time(end)} for anomaly, end in active],
-            "boosts": [
-                {"pattern_id": b.pattern_id, "rate": b.rate, "until": iso_time(b.until), "reason": b.reason}
-                for b in boosts
-            ],
+            "boosts": boost_rows(boosts),
             "last_run": self.last_result.as_dict() if self.last_result else None,
         }
+
+    def recent_anomalies_view(self, window: float = RECENT_ANOMALIES_SECONDS) -> list[dict[str, Any]]:
+        """The anomalies flagged in the last `window` seconds, newest first, each with its boost: the
+        rate and deadline granted, and whether a boost still runs on any of its patterns."""
+        now = self._clock()
+        running = {boost.pattern_id for boost in self._sampler.boosts.active(now)}
+        flagged = []
+        for item in reversed(self._recent):
+            anomaly = item.anomaly
+            if anomaly.detected_at < now - window:
+                continue
+            boost = None
+            if item.boost_rate is not None and item.boost_until is not None:
+                boost = {
+                    "rate": item.boost_rate,
+                    "until": iso_time(item.boost_until),
+                    "running": any(p in running for p in anomaly.pattern_ids),
+                }
+            flagged.append(
+                {**anomaly.as_dict(), "detected_at": iso_time(anomaly.detected_at), "boost": boost}
+            )
+        return flagged
 
 
 def next_tick(tick: float, interval: float, now: float) -> float:

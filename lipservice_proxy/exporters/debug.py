@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+from collections.abc import Mapping
 from typing import TextIO
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
+from ..config import DebugExporterConfig
 from ..errors import PermanentExportError
 from ..receivers.otlp_json import message_to_json
 from .base import ExportResult, LogExporter
@@ -27,6 +30,10 @@ class DebugExporter(LogExporter):
         super().__init__(name)
         self._stream = stream
         self._discarding = False
+
+    @classmethod
+    def from_config(cls, config: DebugExporterConfig, environ: Mapping[str, str]) -> DebugExporter:
+        return cls(config.name, sys.stdout if config.stream == "stdout" else sys.stderr)
 
     async def export(self, payload: bytes, records: int) -> ExportResult:
         try:

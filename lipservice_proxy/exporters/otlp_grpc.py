@@ -86,12 +86,16 @@ class OtlpGrpcExporter(LogExporter):
     """Sends each payload as one `LogsService/Export` call."""
 
     def __init__(self, config: OtlpGrpcExporterConfig) -> None:
-        super().__init__(config.name or config.type)
+        super().__init__(config.name)
         self._config = config
         self._metadata = grpc_metadata(config.headers)
         self._channel: grpc.aio.Channel | None = None
         self._call: grpc.aio.UnaryUnaryMultiCallable | None = None
         self._connection_lost = False  # the last failed call found the channel without a connection
+
+    @classmethod
+    def from_config(cls, config: OtlpGrpcExporterConfig, environ: Mapping[str, str]) -> OtlpGrpcExporter:
+        return cls(config)
 
     async def start(self) -> None:
         config = self._config

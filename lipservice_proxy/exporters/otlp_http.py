@@ -161,9 +161,9 @@ class OtlpHttpExporter(LogExporter):
         self._connection_lost = False  # the last failed request could not connect
 
     @classmethod
-    def from_config(cls, config: OtlpHttpExporterConfig) -> OtlpHttpExporter:
+    def from_config(cls, config: OtlpHttpExporterConfig, environ: Mapping[str, str]) -> OtlpHttpExporter:
         return cls(
-            config.name or config.type,
+            config.name,
             url=config.endpoint,
             encoding=config.encoding,
             headers=config.headers,

@@ -128,7 +128,7 @@ class PosthogExporter(OtlpHttpExporter):
 
     def __init__(self, config: PosthogExporterConfig, token: str) -> None:
         super().__init__(
-            config.name or config.type,
+            config.name,
             url=config.host + LOGS_PATH,
             encoding="protobuf",
             headers={"Authorization": f"Bearer {token}"},
@@ -145,7 +145,7 @@ class PosthogExporter(OtlpHttpExporter):
         token = environ.get(config.api_key_env, "").strip()
         if not token:
             raise ConfigError(
-                f"exporter {config.name or config.type}: environment variable {config.api_key_env} is "
+                f"exporter {config.name}: environment variable {config.api_key_env} is "
                 "not set; it must hold the PostHog project token (phc_...)"
             )
         return cls(config, token)

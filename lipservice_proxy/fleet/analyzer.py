@@ -28,7 +28,7 @@ from ..auth import BearerAuthenticator
 from ..config import MIB, ProxyConfig
 from ..sampling.boosts import BoostTable
 from ..sampling.policy import Policy
-from ..sampling.rates import RateTable
+from ..sampling.rates import RateTable, Resolved
 from ..sampling.store import PolicyStore
 from ..telemetry import Telemetry
 from ..timeline import Timeline
@@ -59,7 +59,7 @@ class FleetPolicy:
     def boosts(self) -> BoostTable:
         return self._boosts
 
-    def resolve(self, service: str, pattern_id: str, template: str) -> tuple[list[float], list[str]]:
+    def resolve(self, service: str, pattern_id: str, template: str) -> Resolved:
         return self._rates.resolve(service, pattern_id, template)
 
 
@@ -170,6 +170,9 @@ class Analyzer:
 
     def patterns_view(self, limit: int) -> dict[str, Any]:
         return self.analysis.patterns_view(limit)
+
+    def anomalies_view(self) -> list[dict[str, Any]]:
+        return self.analysis.recent_anomalies_view()
 
     def fleet_view(self) -> dict[str, Any]:
         return {

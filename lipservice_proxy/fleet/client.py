@@ -28,11 +28,11 @@ from typing import Any
 
 import grpc
 
-from ..analysis.loop import iso_time
 from ..auth import BearerAuthenticator
-from ..config import MIB, SEVERITY_NAMES, FleetConfig, RetrySettings
+from ..config import MIB, FleetConfig, RetrySettings
 from ..errors import ConfigError, PolicyError
 from ..exporters.retry import Backoff
+from ..pattern_view import Resolve, boost_rows, pattern_row
 from ..sampling.boosts import BoostTable
 from ..sampling.store import PolicyStore
 from ..telemetry import Telemetry
@@ -43,7 +43,6 @@ from .wire import read_snapshot, report_message
 
 log = logging.getLogger(__name__)
 
-Resolve = Callable[[str, str, str], tuple[list[float], list[str]]]  # Sampler.resolve
 
 MAX_REPORT_TIMEOUT = 10.0
 # Undelivered reports kept for resending: a few minutes of windows at the default report interval,
@@ -313,29 +312,21 @@ class FleetClient:
         """This sampler's open window, with the rate and rule `resolve` gives each pattern's busiest
         sampled level; the fleet's statistics are on the analyzer."""
         boosts = {boost.pattern_id: boost for boost in self._boosts.active(self._clock())}
-        patterns = []
-        for (service, pattern_id), entry in self.window.busiest(limit):
-            rates, rules = resolve(service, pattern_id, entry.template)
-            level = entry.busiest_sampled_level
-            boost = boosts.get(pattern_id)
-            patterns.append(
-                {
-                    "id": pattern_id,
-                    "template": entry.template,
-                    "service": service,
-                    "counts": {name: n for name, n in zip(SEVERITY_NAMES, entry.received, strict=True) if n},
-                    "received": entry.total,
-                    "kept": sum(entry.kept),
-                    "rate": boost.rate if boost else rates[level],
-                    "rule": "boost" if boost else rules[level],
-                }
+        patterns = [
+            pattern_row(
+                service,
+                pattern_id,
+                entry.template,
+                entry.received,
+                sum(entry.kept),
+                resolve=resolve,
+                boost=boosts.get(pattern_id),
             )
+            for (service, pattern_id), entry in self.window.busiest(limit)
+        ]
         return {
             "patterns": patterns,
             "total_patterns": len(self.window),
-            "boosts": [
-                {"pattern_id": b.pattern_id, "rate": b.rate, "until": iso_time(b.until), "reason": b.reason}
-                for b in boosts.values()
-            ],
+            "boosts": boost_rows(boosts.values()),
             "fleet": self.status(),
         }

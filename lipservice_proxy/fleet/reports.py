@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ..config import SEVERITY_NAMES
 from ..sampling.decision import BatchOutcome
-from ..sampling.severity import ERROR, INFO, LEVEL_OF_NAME
+from ..sampling.severity import LEVEL_OF_NAME
 
 N_LEVELS = len(SEVERITY_NAMES)
 Key = tuple[str, str]  # (service, pattern id)
@@ -35,13 +35,6 @@ class WindowEntry:
     @property
     def total(self) -> int:
         return sum(self.received)
-
-    @property
-    def busiest_sampled_level(self) -> int:
-        """The level below ERROR with the most records (INFO when there are none): the one whose
-        rate the pattern's volume mostly gets."""
-        sampled = self.received[:ERROR]
-        return max(range(ERROR), key=sampled.__getitem__) if any(sampled) else INFO
 
 
 @dataclass(frozen=True, slots=True)

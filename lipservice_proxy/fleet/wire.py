@@ -110,8 +110,9 @@ def _counts(counts: pb.SeverityCounts, where: str, *, optional: bool = False) ->
 
 def report_outcome(request: pb.ReportPatternsRequest) -> Report:
     """Validate a report and turn it into a BatchOutcome: one tally per named pattern and severity seen
-    (a pattern's bytes go with its first), received and kept summed over everything, `other`
-    included. Raises BadRequest naming the first problem."""
+    (a pattern's bytes go with its first), their counts per (service, severity) as the sampler's
+    `records`, received and kept summed over everything, `other` included. Raises BadRequest naming
+    the first problem."""
     if not 0 < len(request.sampler_id) <= MAX_SAMPLER_ID:
         raise BadRequest(f"sampler_id must have 1 to {MAX_SAMPLER_ID} characters")
     if len(request.patterns) > MAX_REPORT_PATTERNS:
@@ -142,6 +143,9 @@ def report_outcome(request: pb.ReportPatternsRequest) -> Report:
             tally.received += count
             tally.kept += kept[level]
             outcome.kept += kept[level]
+            totals = outcome.records.setdefault((pattern.service, SEVERITY_NAMES[level]), [0, 0])
+            totals[0] += count
+            totals[1] += kept[level]
             tally.bytes += bytes_total
             tally.bytes_kept += bytes_kept
             bytes_total = bytes_kept = 0

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from .rates import RateSource
+
 
 class Reason(StrEnum):
     """Why a record was kept or dropped; also the `decision` label of pattern metrics."""
@@ -31,7 +33,7 @@ class Decision:
     reason: Reason
     pattern_id: str
     template: str = ""
-    rule: str = ""  # where the rate came from: "service:<name>", "pattern:<id>", "severity:<NAME>", ...
+    rule: RateSource | None = None  # where the rate came from
     count: int = 0  # lipservice.count of a kept record: itself and the drops it accounts for
 
 

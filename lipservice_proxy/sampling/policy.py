@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..config import SEVERITY_NAMES, Duration, SeverityName, format_validation_error
+from ..config import SEVERITY_NAMES, Duration, PositiveDuration, SeverityName, format_validation_error
 from ..errors import PolicyError
 
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -85,14 +85,7 @@ class Exemption(PolicyModel):
 
 class FirstPerWindow(PolicyModel):
     count: int = Field(1, ge=0, le=1_000_000)
-    window: Duration = 60.0
-
-    @field_validator("window")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("window must be positive")
-        return value
+    window: PositiveDuration = 60.0
 
 
 class AnomalyBoost(PolicyModel):

@@ -102,8 +102,8 @@ class ReferenceSampler:
 
     def _keep_or_drop(self, record: Record, now: float) -> Decision:
         level = record.level
-        rates, rules = self._rates.resolve(record.service, record.pattern_id, record.template)
-        rule = rules[level]
+        rates, sources = self._rates.resolve(record.service, record.pattern_id, record.template)
+        rule = sources[level]
 
         def decision(keep: bool, rate: float, reason: Reason) -> Decision:
             return Decision(keep, rate, reason, record.pattern_id, record.template, rule)

@@ -48,7 +48,7 @@ from .decision import BatchOutcome, PatternTally, Reason
 from .exemptions import Exemptions
 from .limits import RecordLimiter
 from .policy import Policy
-from .rates import RateTable
+from .rates import RateTable, Resolved
 from .severity import LEVEL_OF_NAME, LEVEL_OF_NUMBER, level_of_body, level_of_text
 from .throughput import ThroughputCap
 from .window import window_start
@@ -113,7 +113,6 @@ class PatternState:
         "origins",
         "pattern",
         "rates",
-        "rules",
         "service",
         "tail_since",
         "tails",
@@ -129,7 +128,6 @@ class PatternState:
         self.body_level = level_of_body(pattern.template)
         self.generation = -1
         self.rates: list[float] = []
-        self.rules: list[str] = []
         self.credits = [SYSTEMATIC_START] * N_LEVELS
         self.window_start = -1.0  # first occurrences: see window.py
         self.window_count = 0
@@ -150,7 +148,7 @@ class PatternState:
         self.annotations.clear()
 
     def refresh(self, compiled: _Compiled) -> None:
-        self.rates, self.rules = compiled.rates.resolve(self.service, self.pattern.id, self.pattern.template)
+        self.rates, _ = compiled.rates.resolve(self.service, self.pattern.id, self.pattern.template)
         self.generation = compiled.generation
 
     def annotation(self, weight: float) -> bytes:
@@ -286,8 +284,8 @@ class Sampler:
     def policy(self) -> Policy:
         return self._compiled.policy
 
-    def resolve(self, service: str, pattern_id: str, template: str) -> tuple[list[float], list[str]]:
-        """Keep rate and rule name per level for a pattern under the policy in force (read-only)."""
+    def resolve(self, service: str, pattern_id: str, template: str) -> Resolved:
+        """Keep rate and its source per level for a pattern under the policy in force (read-only)."""
         return self._compiled.rates.resolve(service, pattern_id, template)
 
     def set_policy(self, policy: Policy) -> None:
