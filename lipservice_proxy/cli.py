@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from . import __version__
 from .errors import ConfigError, InputError, LipserviceError, PolicyError
 from .patterns.command import add_arguments as add_pattern_arguments
+from .proposals_cli import add_arguments as add_proposal_arguments
 from .sampling.severity import SEVERITY_NAMES
 
 if TYPE_CHECKING:
@@ -340,6 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--always-keep", default="ERROR", choices=SEVERITY_NAMES, help="always_keep_min_severity"
     )
     analyze.set_defaults(handler=_analyze)
+
+    proposals = commands.add_parser(
+        "proposals", help="list, show, apply or reject the analysis loop's proposals on a running proxy"
+    )
+    add_proposal_arguments(proposals)
 
     config_command = commands.add_parser("config", help="config file tools")
     config_commands = config_command.add_subparsers(dest="config_command", required=True, metavar="ACTION")

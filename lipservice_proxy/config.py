@@ -414,6 +414,8 @@ class LlmConfig(Model):
 class AnalysisConfig(Model):
     enabled: bool = True
     interval: PositiveDuration = 300.0
+    # apply: each pass writes its policy; propose: it records a proposal a person applies (admin API)
+    mode: Literal["apply", "propose"] = "apply"
     llm: LlmConfig | None = None
     target_keep_ratio: float = Field(0.1, gt=0, le=1)
     min_rate: float = Field(0.001, gt=0, le=1)

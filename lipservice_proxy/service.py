@@ -152,9 +152,14 @@ class Proxy:
             analysis=self.analysis,
             fleet=self.fleet,
         )
+        # a sampler's proposals are the analyzer's; a loop that is off makes none
+        desk = self.analysis if config.analysis.enabled else None
         self.admin = (
             AdminServer(
-                config.admin, self.views, auth=BearerAuthenticator.from_config(config.admin.auth, environ)
+                config.admin,
+                self.views,
+                auth=BearerAuthenticator.from_config(config.admin.auth, environ),
+                proposals=desk,
             )
             if config.admin.enabled
             else None

@@ -19,6 +19,9 @@ from .timeline import Bucket
 CHART_WIDTH, CHART_HEIGHT = 720, 180
 SPARK_WIDTH, SPARK_HEIGHT = 120, 24
 PAGE_ANOMALIES = 50  # rows on the page; /api/v1/summary has them all
+# the page reloads itself, but not under a person reading a proposal (or typing the admin token)
+_REFRESH = "<meta http-equiv='refresh' content='15'>"
+PROPOSAL_CHANGES = 25  # rows of a proposal's diff on the page, busiest patterns first
 _PAD_LEFT, _PAD_RIGHT, _PAD_TOP, _PAD_BOTTOM = 56, 8, 10, 22
 _KEPT_COLOUR, _DROPPED_COLOUR = "#2a9d8f", "#c9ced6"
 
@@ -34,6 +37,10 @@ th,td{padding:4px 8px;border-bottom:1px solid #eef0f3;text-align:left;vertical-a
 th{background:#f3f5f8;font-weight:600} td.n{text-align:right;font-variant-numeric:tabular-nums}
 code{font:12px ui-monospace,monospace;word-break:break-all} .anomaly{color:#b42318;font-weight:600}
 .warning{background:#fff4e5;border:1px solid #f0b35b;border-radius:6px;padding:8px 14px;margin:12px 0}
+.proposal{background:#fff;border:1px solid #f0b35b;border-radius:6px;padding:8px 14px;margin:12px 0}
+.proposal table{margin:6px 0} td.rate{white-space:nowrap} .decide{display:inline-block;margin-right:8px}
+button.apply{background:#2a9d8f;color:#fff;border:0;border-radius:4px;padding:6px 14px}
+button.reject{background:#fff;border:1px solid #c9ced6;border-radius:4px;padding:6px 14px}
 .legend span{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px;vertical-align:middle}
 #services,#anomalies{width:100%} td.spark{padding:2px 8px} td.spark svg{display:block}
 """
@@ -189,8 +196,9 @@ def _cost_section(summary: Mapping[str, Any]) -> str:
     )
 
 
-def _ratio(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
+def _ratio(value: object) -> str:
+    """A ratio as a percentage; "-" when there is none (nothing received)."""
+    return f"{100 * float(value):.1f}%" if isinstance(value, int | float) else "-"
 
 
 def _services_section(summary: Mapping[str, Any]) -> str:
@@ -320,6 +328,98 @@ def _patterns_section(patterns_view: Mapping[str, Any], summary: Mapping[str, An
     )
 
 
+def _proposal_form(proposal_id: str, action: str, token_field: bool) -> str:
+    token = (
+        "<input type='password' name='token' placeholder='admin token' required autocomplete='off'>"
+        if token_field
+        else ""
+    )
+    return (
+        f"<form method='post' action='/proposals/{_e(proposal_id)}/{action}' class='decide'>"
+        f"{token}<button type='submit' name='action' value='{action}' class='{action}'>"
+        f"{action.capitalize()}</button></form>"
+    )
+
+
+def _proposal(p: Mapping[str, Any], token_field: bool) -> str:
+    projected: Mapping[str, Any] = p.get("projected", {})
+    in_force: Mapping[str, Any] = p.get("in_force", {})
+    rows = [
+        ("records received", _count(int(projected.get("records_received", 0))), None),
+        (
+            "records kept",
+            _count(int(projected.get("records_kept", 0))),
+            _count(int(in_force.get("records_kept", 0))),
+        ),
+        ("keep ratio", _ratio(projected.get("keep_ratio")), _ratio(in_force.get("keep_ratio"))),
+        (
+            "bytes saved",
+            _ratio(projected.get("bytes_saved_ratio")),
+            _ratio(in_force.get("bytes_saved_ratio")),
+        ),
+        ("ERROR+ kept", _count(int(projected.get("error_and_above_kept", 0))), None),
+        ("kept as first of a window", _count(int(projected.get("first_per_window_kept", 0))), None),
+    ]
+    effect = "".join(
+        f"<tr><th>{_e(name)}</th><td class='n'>{_e(now if now is not None else '')}</td>"
+        f"<td class='n'>{_e(value)}</td></tr>"
+        for name, value, now in rows
+    )
+    severities = "".join(
+        f"<tr><th>{_e(name)}</th><td class='n'>{_count(int(level.get('received', 0)))}</td>"
+        f"<td class='n'>{_count(int(level.get('kept', 0)))}</td></tr>"
+        for name, level in projected.get("per_severity", {}).items()
+    )
+    severity_changes = "".join(
+        f"<tr><td colspan='2'>all {_e(c.get('severity', ''))} records without a pattern rule</td>"
+        f"<td class='n rate'>{_e(format(float(c.get('from_rate', 1.0)), '.3g'))} &rarr; "
+        f"{_e(format(float(c.get('to_rate', 1.0)), '.3g'))}</td><td>severity rate</td></tr>"
+        for c in p.get("severity_changes", [])
+    )
+    all_changes = p.get("changes", [])
+    changes = "".join(
+        f"<tr><td class='id'><code>{_e(c.get('pattern_id', ''))}</code></td>"
+        f"<td><code class='template'>{_e(c.get('template', ''))}</code></td>"
+        f"<td class='n rate'>{_e(format(float(c.get('from_rate', 1.0)), '.3g'))} &rarr; "
+        f"{_e(format(float(c.get('to_rate', 1.0)), '.3g'))}</td><td>{_e(c.get('reason', ''))}</td></tr>"
+        for c in all_changes[:PROPOSAL_CHANGES]
+    )
+    if len(all_changes) > PROPOSAL_CHANGES:
+        more = len(all_changes) - PROPOSAL_CHANGES
+        changes += f"<tr><td colspan='4' class='muted'>and {more} more (the API lists them all)</td></tr>"
+    proposal_id = str(p.get("id", ""))
+    return (
+        f"<div class='proposal' id='proposal-{_e(proposal_id)}'>"
+        f"<p><b>{_e(proposal_id)}</b> <span class='muted'>by {_e(p.get('generated_by', '-'))} at "
+        f"{_e(p.get('created_at', '-'))}, over the last "
+        f"{_duration(float(projected.get('window_seconds', 0)))} of traffic</span></p>"
+        f"<p class='savings'>Projected: keeps <b class='projected-keep-ratio'>"
+        f"{_e(_ratio(projected.get('keep_ratio')))}</b> of records and saves "
+        f"<b class='projected-bytes-saved'>{_e(_ratio(projected.get('bytes_saved_ratio')))}</b> of bytes "
+        f"<span class='muted'>(the policy in force: {_e(_ratio(in_force.get('keep_ratio')))} kept, "
+        f"{_e(_ratio(in_force.get('bytes_saved_ratio')))} saved)</span></p>"
+        "<table class='effect'><tr><th></th><th>in force</th><th>proposed</th></tr>"
+        f"{effect}</table>"
+        "<table class='per-severity'><tr><th>severity</th><th>received</th><th>kept (proposed)</th></tr>"
+        f"{severities}</table>"
+        f"<p><b>Reasoning:</b> {_e(p.get('reasoning') or '')}</p>"
+        "<table class='changes'><tr><th>pattern</th><th>template</th><th>rate</th><th>reason</th></tr>"
+        f"{severity_changes}{changes}</table>"
+        f"<div class='actions'>{_proposal_form(proposal_id, 'apply', token_field)}"
+        f"{_proposal_form(proposal_id, 'reject', token_field)}</div></div>"
+    )
+
+
+def proposals_section(proposals: Sequence[Mapping[str, Any]], token_field: bool) -> str:
+    """The open proposals (analysis.mode: propose) with their diff, projected effect and forms."""
+    if not proposals:
+        return ""
+    return (
+        "<h2 id='proposals'>Proposals awaiting a decision</h2>"
+        "<p class='muted'>The page does not refresh itself while a proposal is open.</p>"
+    ) + "".join(_proposal(p, token_field) for p in proposals)
+
+
 def render_status_page(
     *,
     ready: bool,
@@ -330,13 +430,15 @@ def render_status_page(
     step: float,
     now: float | None = None,
     summary: Mapping[str, Any] | None = None,
+    proposals: Sequence[Mapping[str, Any]] = (),
+    token_field: bool = False,
 ) -> str:
     summary = summary or {}
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(time.time() if now is None else now))
     state = "ready" if ready else "not ready"
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        "<meta http-equiv='refresh' content='15'><meta name='viewport' content='width=device-width'>"
+        f"{'' if proposals else _REFRESH}<meta name='viewport' content='width=device-width'>"
         f"<title>lipservice-proxy status</title><style>{_STYLE}</style></head><body>"
         f"<h1>lipservice-proxy <span class='muted'>{_e(__version__)}</span></h1>"
         f"<div class='muted'>{_e(state)} &middot; {_e(stamp)} &middot; "
@@ -348,6 +450,7 @@ def render_status_page(
         f"{chart_svg(points, step)}"
         f"<div class='legend muted'><span style='background:{_KEPT_COLOUR}'></span>kept"
         f"<span style='background:{_DROPPED_COLOUR}'></span>dropped (records per {step:g} s)</div>"
+        f"{proposals_section(proposals, token_field)}"
         f"{_cost_section(summary)}"
         f"{_services_section(summary)}"
         f"{_anomalies_section(summary)}"

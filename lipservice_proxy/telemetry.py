@@ -302,6 +302,12 @@ class Telemetry:
             ["kind"],
             registry=r,
         )
+        self.proposals = Counter(
+            "lipservice_proposals_total",
+            "Proposals of analysis.mode propose, by event (proposed, applied, rejected, superseded).",
+            ["event"],
+            registry=r,
+        )
         self.boosts_declined = Counter(
             "lipservice_boosts_declined_total",
             "Anomaly boosts declined or ended early because anomaly_boost.max_share was spent, by kind.",

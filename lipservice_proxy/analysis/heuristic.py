@@ -15,6 +15,7 @@ import math
 from collections.abc import Sequence
 
 from ..sampling.policy import FirstPerWindow
+from ..sampling.window import first_keeps
 from .guardrails import Candidate, RateChange
 from .stats import PatternVolume
 
@@ -31,8 +32,10 @@ def heuristic_candidate(
 ) -> Candidate:
     total = sum(v.received for v in volumes)
     protected = sum(v.protected for v in volumes)
-    windows = max(1, math.ceil(duration / first_per_window.window))
-    firsts = {v.pattern_id: min(v.sampleable, first_per_window.count * windows) for v in volumes}
+    firsts = {
+        v.pattern_id: first_keeps(v.sampleable, first_per_window.count, first_per_window.window, duration)
+        for v in volumes
+    }
     budget = HEADROOM * target_keep_ratio * total - protected - sum(firsts.values())
     rest = {v.pattern_id: v.sampleable - firsts[v.pattern_id] for v in volumes if v.sampleable}
     weights = {pattern_id: math.log10(1 + count) for pattern_id, count in rest.items()}

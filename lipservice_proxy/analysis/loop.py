@@ -40,7 +40,9 @@ from .budget import KIND_RANK, BoostRequest, Plan, plan_boosts
 from .clustering import ClusteringFailed, ClusteringSkipped, cluster_in_child, singletons
 from .guardrails import Candidate, KnownPattern, Limits, apply_guardrails
 from .heuristic import heuristic_candidate
+from .projection import project
 from .prompt import Family, PromptData, build_families, build_prompt
+from .proposals import Proposal, ProposalBook, Rule, new_id, proposals_path
 from .state import load_state, save_state, state_path
 from .stats import IntervalSnapshot, PatternEntry, PatternStats, PatternVolume, pattern_volumes
 from .writer import PolicyWriter
@@ -127,6 +129,13 @@ class AnalysisLoop:
         self._writer = PolicyWriter(policy_path, config.history) if policy_path is not None else None
         # offline (`analyze` over a file) there is no history to keep
         self._state_path = state_path(policy_path) if policy_path is not None and not offline else None
+        self.proposals = ProposalBook(
+            proposals_path(policy_path) if policy_path is not None and not offline else None
+        )
+        # one apply at a time (each writes version + 1), and no new proposal supersedes one being applied
+        self._applying = asyncio.Lock()
+        # offline (`analyze -o FILE`) the written file is itself what a person reviews
+        self._propose = config.mode == "propose" and not offline
         if self._state_path is not None:
             load_state(self._state_path, stats)
         self._advisor: LlmAdvisor | None = None
@@ -240,6 +249,22 @@ class AnalysisLoop:
             return self._finish(RunResult("error", None, False, tuple(anomalies), *base, str(exc)))
         if _same_rates(policy, policy_in_force):
             return self._finish(RunResult(outcome, policy, False, tuple(anomalies), *base, "rates unchanged"))
+        if self._propose:
+            proposal = await asyncio.to_thread(
+                _proposal, candidate, policy, policy_in_force, known, snapshot, iso_time(now)
+            )
+            async with self._applying:  # an apply under way finishes with its proposal still open
+                superseded = self.proposals.record(proposal)
+                await self.proposals.save()
+            self._telemetry.proposals.labels("proposed").inc()
+            self._telemetry.proposals.labels("superseded").inc(superseded)
+            log.info(
+                "analysis proposed %s (%s); the policy in force stays until it is applied",
+                proposal.id,
+                outcome,
+            )
+            message = f"proposed {proposal.id}"
+            return self._finish(RunResult(outcome, policy, False, tuple(anomalies), *base, message))
         if self._writer is None:
             return self._finish(RunResult(outcome, policy, False, tuple(anomalies), *base))
         try:
@@ -392,6 +417,55 @@ class AnalysisLoop:
         )
         return heuristic, "heuristic" if self._advisor is None else "fallback"
 
+    # ---- proposals (analysis.mode: propose) ----
+
+    async def apply_proposal(self, proposal_id: str, by: str) -> Proposal:
+        """Write the open proposal's rates as the loop writes a policy: through the guardrails again,
+        against the policy in force now (it may have changed since), with version + 1. Raises
+        ProposalNotFound, ProposalNotOpen, or OSError when the policy file cannot be written (the
+        proposal stays open)."""
+        async with self._applying:
+            proposal = self.proposals.require_open(proposal_id)
+            assert (
+                self._writer is not None
+            )  # the admin offers proposals only with the loop on (a policy file)
+            now = self._clock()
+            at = iso_time(now)
+            policy_in_force = self._sampler.policy
+            known = await self._known_patterns()
+            boosted = {boost.pattern_id for boost in self._sampler.boosts.active(now)}
+            version = max(policy_in_force.version, self._writer.existing_version()) + 1
+            policy = await asyncio.to_thread(
+                apply_guardrails,
+                proposal.candidate(
+                    f"Proposal {proposal.id} of {proposal.created_at}, applied by {by} at {at}."
+                ),
+                policy_in_force,
+                known,
+                boosted,
+                self._limits,
+                version=version,
+                generated_at=datetime.now(UTC),
+            )
+            await asyncio.to_thread(self._writer.write, policy)
+            if self._store is not None:
+                self._store.poll()
+            log.info("proposal %s applied by %s: policy version %d written", proposal.id, by, policy.version)
+            applied = self.proposals.decide(
+                proposal.id, "applied", by=by, at=at, policy_version=policy.version
+            )
+            await self.proposals.save()
+            self._telemetry.proposals.labels("applied").inc()
+            return applied
+
+    async def reject_proposal(self, proposal_id: str, by: str) -> Proposal:
+        """Raises ProposalNotFound or ProposalNotOpen."""
+        proposal = self.proposals.decide(proposal_id, "rejected", by=by, at=iso_time(self._clock()))
+        await self.proposals.save()
+        self._telemetry.proposals.labels("rejected").inc()
+        log.info("proposal %s rejected by %s", proposal.id, by)
+        return proposal
+
     # ---- the admin API ----
 
     def patterns_view(self, limit: int) -> dict[str, Any]:
@@ -473,6 +547,41 @@ def _known_before(snapshot: IntervalSnapshot, entries: list[PatternEntry]) -> It
     """(service, template) of every pattern the stats held before the snapshot's interval."""
     new = {(w.service, w.pattern_id) for w in snapshot.patterns if w.new}
     return ((e.service, e.template) for e in entries if (e.service, e.pattern_id) not in new)
+
+
+def _proposal(
+    candidate: Candidate,
+    policy: Policy,
+    policy_in_force: Policy,
+    known: Mapping[str, KnownPattern],
+    snapshot: IntervalSnapshot,
+    created_at: str,
+) -> Proposal:
+    """The proposal of a pass: the guarded `policy`'s rates, what they change, what they would keep."""
+    rules = tuple(
+        Rule(
+            pattern_id=rule.id,
+            template=rule.template or "",
+            from_rate=known[rule.id].current_rate,
+            to_rate=rule.rate,
+            reason=rule.reason or "",
+            proposed_reason=candidate.pattern_rates[rule.id].reason,
+        )
+        for rule in policy.patterns
+        if rule.id is not None and rule.id in candidate.pattern_rates and rule.id in known
+    )
+    return Proposal(
+        id=new_id(),
+        created_at=created_at,
+        generated_by=policy.generated_by,
+        reasoning=policy.reasoning or "",
+        candidate_reasoning=candidate.reasoning,
+        severity_rates={name: rate for name, rate in policy.severity_rates.items()},
+        severity_rates_in_force={name: rate for name, rate in policy_in_force.severity_rates.items()},
+        rules=rules,
+        projected=project(policy, snapshot.patterns, snapshot.duration).as_dict(),
+        in_force=project(policy_in_force, snapshot.patterns, snapshot.duration).as_dict(),
+    )
 
 
 def _same_rates(new: Policy, old: Policy) -> bool:

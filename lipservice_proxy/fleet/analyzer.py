@@ -173,6 +173,7 @@ class Analyzer:
                 self.views,
                 auth=BearerAuthenticator.from_config(config.admin.auth, environ),
                 extra_routes=[web.get("/api/v1/fleet", self._fleet_route), *extra_routes],
+                proposals=self.analysis if config.analysis.enabled else None,
             )
             if config.admin.enabled
             else None
