@@ -231,19 +231,8 @@ class AnalysisLoop:
             policy_in_force = self._sampler.policy
             known = await self._known_patterns()
         base = (snapshot.received, clustering.families, clustering.noise)
-        version = max(policy_in_force.version, self._writer.existing_version() if self._writer else 0) + 1
-        boosted = {boost.pattern_id for boost in self._sampler.boosts.active(now)}
         try:
-            policy = await asyncio.to_thread(
-                apply_guardrails,
-                candidate,
-                policy_in_force,
-                known,
-                boosted,
-                self._limits,
-                version=version,
-                generated_at=datetime.now(UTC),
-            )
+            policy = await self._guarded(candidate, policy_in_force, known, now)
         except ValidationError as exc:
             log.error("the guarded policy is invalid, keeping the one in force: %s", exc)
             return self._finish(RunResult("error", None, False, tuple(anomalies), *base, str(exc)))
@@ -417,6 +406,24 @@ class AnalysisLoop:
         )
         return heuristic, "heuristic" if self._advisor is None else "fallback"
 
+    async def _guarded(
+        self, candidate: Candidate, policy_in_force: Policy, known: Mapping[str, KnownPattern], now: float
+    ) -> Policy:
+        """The candidate through the guardrails against the policy in force, as the next version (past
+        both the one in force and the one on disk); the patterns boosted now keep their boosts."""
+        version = max(policy_in_force.version, self._writer.existing_version() if self._writer else 0) + 1
+        boosted = {boost.pattern_id for boost in self._sampler.boosts.active(now)}
+        return await asyncio.to_thread(
+            apply_guardrails,
+            candidate,
+            policy_in_force,
+            known,
+            boosted,
+            self._limits,
+            version=version,
+            generated_at=datetime.now(UTC),
+        )
+
     # ---- proposals (analysis.mode: propose) ----
 
     async def apply_proposal(self, proposal_id: str, by: str) -> Proposal:
@@ -433,20 +440,10 @@ class AnalysisLoop:
             at = iso_time(now)
             policy_in_force = self._sampler.policy
             known = await self._known_patterns()
-            boosted = {boost.pattern_id for boost in self._sampler.boosts.active(now)}
-            version = max(policy_in_force.version, self._writer.existing_version()) + 1
-            policy = await asyncio.to_thread(
-                apply_guardrails,
-                proposal.candidate(
-                    f"Proposal {proposal.id} of {proposal.created_at}, applied by {by} at {at}."
-                ),
-                policy_in_force,
-                known,
-                boosted,
-                self._limits,
-                version=version,
-                generated_at=datetime.now(UTC),
+            candidate = proposal.candidate(
+                f"Proposal {proposal.id} of {proposal.created_at}, applied by {by} at {at}."
             )
+            policy = await self._guarded(candidate, policy_in_force, known, now)
             await asyncio.to_thread(self._writer.write, policy)
             if self._store is not None:
                 self._store.poll()
