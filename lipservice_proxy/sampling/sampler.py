@@ -49,22 +49,22 @@ from .exemptions import Exemptions
 from .limits import RecordLimiter
 from .policy import Policy
 from .rates import RateTable
+from .scan import N_LEVELS, UNKNOWN_LEVEL, Row, ScopeScan, Shape, ids_valid, scan_scope
 from .severity import LEVEL_OF_NAME, LEVEL_OF_NUMBER, level_of_body, level_of_text
 from .throughput import ThroughputCap
 from .window import window_start
+from .wirescan import scan_request
 
 UNKNOWN_SERVICE = "unknown_service"
-N_LEVELS = len(SEVERITY_NAMES)
 INVALID_IDS = "trace_id must be 16 bytes and span_id 8 bytes (or empty)"
 NONE_OVER: frozenset[int] = frozenset()
 _NUMBER_LEVELS = LEVEL_OF_NUMBER
 _SEVERITY, _EXEMPT, _BOOST, _FIRST = Reason.SEVERITY, Reason.EXEMPT, Reason.BOOST, Reason.FIRST
 _SAMPLED, _DROPPED = Reason.SAMPLED, Reason.DROPPED
 
-# One record between extract and decide: its index in the scope, the record, its trace id, and its
+# One record between extract and decide (scan.py): its index in the scope, its trace id, and its
 # body's length in characters (a cheap stand-in for per-pattern bytes; exact bytes are per scope).
-Row = tuple[int, LogRecord, bytes, int]
-_CHARS = itemgetter(3)
+_CHARS = itemgetter(2)
 _INDEX = itemgetter(0)
 # A record to forward: the record, its pattern state, lipservice.sample_rate, lipservice.count and
 # its tally (0.0 and 0: forwarded by dry run, standing for no record).
@@ -77,7 +77,7 @@ class Pattern(Protocol):
 
 
 class PatternSource(Protocol):
-    def add_many(self, texts: Sequence[str]) -> list[Pattern]: ...
+    def add_runs(self, shapes: Iterable[tuple[bytes, str, int]]) -> list[Pattern]: ...
     def add_body(self, body: AnyValue) -> Pattern: ...
 
 
@@ -193,6 +193,7 @@ class Extraction:
     """One scope's valid records grouped by pattern state and level (index = level), in scope order,
     plus the indices of the invalid ones. Nothing is decided yet."""
 
+    records: Sequence[LogRecord]
     groups: dict[PatternState, list[list[Row] | None]] = field(default_factory=dict)
     invalid: list[int] = field(default_factory=list)
     over_limits: list[int] = field(default_factory=list)
@@ -267,8 +268,11 @@ class Sampler:
         boosts: BoostTable | None = None,
         max_states: int = 100_000,
         limits: RecordLimits | None = None,
+        wire_scan: bool = True,
     ) -> None:
         self._engine = engine
+        # the compiled scan of protobuf requests (wirescan.pyx); without it, the reference (scan.py)
+        self._wire_scan = wire_scan
         self._limiter = RecordLimiter(limits or RecordLimits())
         self._keep_min = LEVEL_OF_NAME[always_keep_min_severity]
         self._dry_run = dry_run
@@ -311,6 +315,11 @@ class Sampler:
         check_limits = limiter.might_hold_any(raw)
         # a protobuf request (its wire size is known): each record's size, to look at the large ones only
         sizes = limiter.record_sizes(raw) if check_limits and wire_size is not None else None
+        # per resource and scope, what extract needs from each record, read from the wire bytes (an
+        # OTLP/JSON request is encoded first: ~0.2 us a record, a tenth of scanning its messages)
+        scans = None
+        if self._wire_scan:
+            scans = scan_request(raw if wire_size is not None else request.SerializeToString())
         outcome = BatchOutcome()
         received = forwarded = rejected = 0
 
@@ -338,7 +347,9 @@ class Sampler:
                     if check_limits
                     else NONE_OVER
                 )
-                extraction = self.extract(records, service, over_limits)
+                extraction = self.extract(
+                    records, service, over_limits, scans[resource_index][scope_index] if scans else None
+                )
                 verdict = self.decide_extraction(
                     extraction,
                     now,
@@ -397,56 +408,71 @@ class Sampler:
         return outcome
 
     def extract(
-        self, records: Iterable[LogRecord], service: str, over_limits: frozenset[int] = frozenset()
+        self,
+        records: Sequence[LogRecord],
+        service: str,
+        over_limits: frozenset[int] = frozenset(),
+        scan: ScopeScan | None = None,
     ) -> Extraction:
-        """Stage 1: validate ids, read severity and body, name the pattern, group by (state, level).
-        The records at the indices `over_limits` (see RecordLimiter) are set aside as rejected."""
+        """Stage 1: name each body shape's pattern and group the records by (state, level), from the
+        scope's `scan` (scan.py; made here from the messages when not given). The records at the
+        indices `over_limits` (see RecordLimiter) are set aside as rejected, those with invalid ids
+        as invalid; both have still taught the engine their body when it is a short text."""
+        shapes, others, invalid = scan if scan is not None else scan_scope(records)
         states = self._states.get(service)
         if states is None:
             states = self._states[service] = {}
-        add_body = self._engine.add_body
-        extraction = Extraction()
+        extraction = Extraction(records, invalid=invalid)
         groups = extraction.groups
-        invalid = extraction.invalid
-        rejected_for_limits = extraction.over_limits
-        # Bodies first, in one C-level pass and one engine call; the ids are checked after, so a
-        # record rejected for its ids has still taught the engine its (valid) body.
-        records = list(records)
-        texts = [record.body.string_value for record in records]
-        patterns = self._engine.add_many(texts)
-        for index, (record, text, pattern) in enumerate(zip(records, texts, patterns, strict=True)):
-            trace_id = record.trace_id
-            if (trace_id and len(trace_id) != 16) or len(record.span_id) not in (0, 8):
-                invalid.append(index)
-                continue
-            if over_limits and index in over_limits:
-                rejected_for_limits.append(index)
-                continue
-            if not text:
-                pattern = add_body(record.body)  # a map, bytes or other value: see PatternEngine.add_body
-            state = states.get(pattern.id)
-            if state is None:
-                state = states[pattern.id] = PatternState(service, pattern)
-                self._n_states += 1
-            elif state.pattern is not pattern:
-                state.retemplate(pattern)
-            number = record.severity_number
-            if 0 < number < 25:
-                level = _NUMBER_LEVELS[number]
-            else:
-                severity_text = record.severity_text
-                level = level_of_text(severity_text) if severity_text else None
-                if level is None:
-                    level = state.body_level
+        if over_limits:
+            extraction.over_limits = _set_aside(shapes.values(), over_limits)
+        unsorted: list[list[Row]] = []  # rows of one (state, level) from several shapes
+        patterns = self._engine.add_runs([(key, shape[0], shape[1]) for key, shape in shapes.items()])
+        for shape, pattern in zip(shapes.values(), patterns, strict=True):
+            state = self._state(states, service, pattern)
             levels = groups.get(state)
             if levels is None:
                 levels = groups[state] = [None] * N_LEVELS
-            rows = levels[level]
-            if rows is None:
-                levels[level] = [(index, record, trace_id, len(text))]
-            else:
-                rows.append((index, record, trace_id, len(text)))
+            for level, rows in enumerate(shape[2]):
+                if not rows:
+                    continue
+                if level == UNKNOWN_LEVEL:
+                    for row in rows:
+                        _add_row(levels, _level(records[row[0]], state), row, unsorted)
+                elif levels[level] is None:
+                    levels[level] = rows
+                else:
+                    levels[level] += rows  # type: ignore[operator]
+                    unsorted.append(levels[level])  # type: ignore[arg-type]
+        add_body = self._engine.add_body
+        for index in others:
+            record = records[index]
+            trace_id = record.trace_id
+            if not ids_valid(trace_id, record.span_id):
+                invalid.append(index)
+                continue
+            if index in over_limits:
+                extraction.over_limits.append(index)
+                continue
+            state = self._state(states, service, add_body(record.body))
+            levels = groups.get(state)
+            if levels is None:
+                levels = groups[state] = [None] * N_LEVELS
+            _add_row(
+                levels, _level(record, state), (index, trace_id, len(record.body.string_value)), unsorted
+            )
+        for rows in unsorted:
+            rows.sort(key=_INDEX)
         return extraction
+
+    def _state(self, states: dict[str, PatternState], service: str, pattern: Pattern) -> PatternState:
+        state = states.get(pattern.id)
+        if state is None:
+            state = states[pattern.id] = PatternState(service, pattern)
+            self._n_states += 1
+        elif state.pattern is not pattern:
+            state.retemplate(pattern)
+        return state
 
     def decide_extraction(
         self,
@@ -471,6 +497,7 @@ class Sampler:
         boosts = self.boosts if self.boosts else None  # (asked once: most requests have none)
         patterns = outcome.patterns
         verdict = Verdict()
+        records = extraction.records
         for state, levels in extraction.groups.items():
             if state.generation != generation:
                 state.refresh(compiled)
@@ -492,13 +519,13 @@ class Sampler:
                 for group in groups
                 if not (
                     (group.level >= keep_min or may_protect)
-                    and keep_protected(group, keep_min, whole_exempt, exemptions)
+                    and keep_protected(group, keep_min, whole_exempt, exemptions, records)
                 )
             ]
             if sampled:
                 self._sample(state, sampled, now, boosts)
             for group in groups:
-                self._account(state, group, now, origin, verdict)
+                self._account(state, group, now, origin, verdict, records)
         return verdict
 
     def _sample(
@@ -520,7 +547,13 @@ class Sampler:
             toss(state, group, min(state.rates[group.level], cap), _SAMPLED)
 
     def _account(
-        self, state: PatternState, group: Group, now: float, origin: Origin | None, verdict: Verdict
+        self,
+        state: PatternState,
+        group: Group,
+        now: float,
+        origin: Origin | None,
+        verdict: Verdict,
+        records: Sequence[LogRecord],
     ) -> None:
         """Step 8: each kept record's count, the key's tail, and the records to forward or delete.
 
@@ -537,7 +570,7 @@ class Sampler:
             tail = old_tail + len(dropped)
         elif not dropped and not old_tail:  # nothing to carry: every kept record counts itself
             for rows, weight, _ in group.kept:
-                forward += [(row[1], state, weight, 1, tally) for row in rows]
+                forward += [(records[row[0]], state, weight, 1, tally) for row in rows]
                 tally.counted += len(rows)
             tail = 0
         else:
@@ -549,7 +582,7 @@ class Sampler:
                 rows, weights, before = group.in_scope_order()
             if old_tail + len(dropped) < MAX_COUNT - len(rows):  # no count can reach the bound
                 forward += [
-                    (row[1], state, weight, after - prior + 1, tally)
+                    (records[row[0]], state, weight, after - prior + 1, tally)
                     for row, weight, prior, after in zip(
                         rows, weights, [-old_tail, *before], before, strict=False
                     )
@@ -561,7 +594,7 @@ class Sampler:
                 for row, weight, after in zip(rows, weights, before, strict=False):
                     count, carry = carry_onto(carry + after - prior)
                     prior = after
-                    forward.append((row[1], state, weight, count, tally))
+                    forward.append((records[row[0]], state, weight, count, tally))
                     tally.counted += count
                 tail = carry + len(dropped) - prior
         if tail and (group.kept or not old_tail):  # a new tail: these drops opened it
@@ -572,7 +605,7 @@ class Sampler:
         self.unaccounted += tail - old_tail
         if dropped:
             if self._dry_run:
-                forward += [(row[1], state, 0.0, 0, tally) for row in dropped]
+                forward += [(records[row[0]], state, 0.0, 0, tally) for row in dropped]
             else:
                 verdict.removed += map(_INDEX, dropped)
 
@@ -619,6 +652,37 @@ class Sampler:
         self._n_states = sum(len(by_pattern) for by_pattern in self._states.values())
 
 
+def _level(record: LogRecord, state: PatternState) -> int:
+    """A record's level: its severity_number, else its severity_text, else what its template says."""
+    number = record.severity_number
+    if 0 < number < 25:
+        return _NUMBER_LEVELS[number]
+    text = record.severity_text
+    level = level_of_text(text) if text else None
+    return state.body_level if level is None else level
+
+
+def _add_row(levels: list[list[Row] | None], level: int, row: Row, unsorted: list[list[Row]]) -> None:
+    rows = levels[level]
+    if rows is None:
+        levels[level] = [row]
+    else:
+        rows.append(row)
+        unsorted.append(rows)
+
+
+def _set_aside(shapes: Iterable[Shape], over_limits: frozenset[int]) -> list[int]:
+    """Take the rows at the indices `over_limits` out of the shapes' rows; return their indices."""
+    taken: list[int] = []
+    for shape in shapes:
+        by_level = shape[2]
+        for level, rows in enumerate(by_level):
+            if rows and any(row[0] in over_limits for row in rows):
+                taken += [row[0] for row in rows if row[0] in over_limits]
+                by_level[level] = [row for row in rows if row[0] not in over_limits] or None
+    return taken
+
+
 def _kept_index(kept: tuple[Row, float]) -> int:
     return kept[0][0]
 
@@ -627,7 +691,13 @@ def _joined(message: str, reason: str) -> str:
     return f"{message}; {reason}" if message and reason not in message else message or reason
 
 
-def keep_protected(group: Group, keep_min: int, whole_exempt: bool, exemptions: Exemptions | None) -> bool:
+def keep_protected(
+    group: Group,
+    keep_min: int,
+    whole_exempt: bool,
+    exemptions: Exemptions | None,
+    records: Sequence[LogRecord],
+) -> bool:
     """Steps 1-2: keep what severity or an exemption protects; True when nothing is left to sample."""
     rows = group.rows
     if group.level >= keep_min:
@@ -638,7 +708,7 @@ def keep_protected(group: Group, keep_min: int, whole_exempt: bool, exemptions: 
         exempt: list[Row] = []
         rest: list[Row] = []
         for row in rows:
-            (rest if exemptions.match(row[1].attributes) is None else exempt).append(row)
+            (rest if exemptions.match(records[row[0]].attributes) is None else exempt).append(row)
         if exempt:
             group.keep(exempt, 1.0, _EXEMPT)
             group.rows = rest
@@ -693,7 +763,7 @@ def toss(state: PatternState, group: Group, rate: float, reason: str) -> None:
     drops_before: list[int] = []  # per winner: the losers before it, for its count
     losers: list[Row] = []
     for row in rows:
-        trace_id = row[2]
+        trace_id = row[1]
         if trace_id:
             # equal-length bytes compare as big-endian numbers: no int conversion
             keep = trace_id[-TRACE_RANDOM_BYTES:] < threshold  # type: ignore[operator]
