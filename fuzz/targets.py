@@ -22,6 +22,8 @@ from lipservice_proxy.receivers.otlp_json import json_to_message, message_to_jso
 from lipservice_proxy.sampling.annotate import COUNT, OWN_KEYS, PATTERN_ID, SAMPLE_RATE, TEMPLATE
 from lipservice_proxy.sampling.policy import Policy
 from lipservice_proxy.sampling.sampler import Sampler
+from lipservice_proxy.sampling.scan import scan_message
+from lipservice_proxy.sampling.wirescan import scan_request
 
 INFLATE_LIMIT = 1 << 20
 
@@ -34,10 +36,10 @@ def record_count(request: ExportLogsServiceRequest) -> int:
     return sum(len(s.log_records) for r in request.resource_logs for s in r.scope_logs)
 
 
-def check_sampled(request: ExportLogsServiceRequest, raw: bytes) -> None:
+def check_sampled(request: ExportLogsServiceRequest, raw: bytes, wire_size: int | None = None) -> None:
     """Run the sampler over a decoded request and check what it promises."""
     before = record_count(request)
-    outcome = _SAMPLER.process(request, raw, time.time())
+    outcome = _SAMPLER.process(request, raw, time.time(), wire_size)
     assert outcome.received == before, (outcome.received, before)
     assert outcome.kept + outcome.dropped + outcome.rejected == outcome.received
     assert record_count(request) == outcome.forwarded == outcome.kept
@@ -57,7 +59,19 @@ def protobuf_request(data: bytes) -> None:
         request = decode_protobuf(data, ExportLogsServiceRequest)
     except RequestError:
         return
-    check_sampled(request, data)  # type: ignore[arg-type]
+    check_sampled(request, data, len(data))  # type: ignore[arg-type]
+
+
+def wire_scan(data: bytes) -> None:
+    """The compiled scan of any bytes: no failure; where protobuf parses them, it gives up (None) or
+    finds what the reference scan (scan.py) finds in the parsed message."""
+    scans = scan_request(data)
+    try:
+        request = decode_protobuf(data, ExportLogsServiceRequest)
+    except RequestError:
+        return
+    if scans is not None:
+        assert scans == scan_message(request), "the compiled scan differs from the reference"  # type: ignore[arg-type]
 
 
 def json_request(data: bytes) -> None:
@@ -82,4 +96,5 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "protobuf": protobuf_request,
     "json": json_request,
     "inflate": compressed_body,
+    "wirescan": wire_scan,
 }

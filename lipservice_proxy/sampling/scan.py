@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from ..config import SEVERITY_NAMES
@@ -74,3 +75,10 @@ def scan_scope(records: Iterable[LogRecord]) -> ScopeScan:
         else:
             rows.append((index, trace_id, len(text)))
     return shapes, others, invalid
+
+
+def scan_message(request: ExportLogsServiceRequest) -> list[list[ScopeScan]]:
+    """The reference of `wirescan.scan_request`: every scope's scan, per resource."""
+    return [
+        [scan_scope(scope.log_records) for scope in resource.scope_logs] for resource in request.resource_logs
+    ]
