@@ -53,7 +53,13 @@ from .scan import N_LEVELS, UNKNOWN_LEVEL, Row, ScopeScan, Shape, ids_valid, sca
 from .severity import LEVEL_OF_NAME, LEVEL_OF_NUMBER, level_of_body, level_of_text
 from .throughput import ThroughputCap
 from .window import window_start
-from .wirescan import scan_request
+
+try:
+    from .wirescan import scan_request
+except ImportError as exc:  # a checkout whose extension was never built, or built for another Python
+    raise ImportError(
+        "lipservice_proxy.sampling.wirescan is not built: scripts/setup.sh (pip install -e .) compiles it"
+    ) from exc
 
 UNKNOWN_SERVICE = "unknown_service"
 INVALID_IDS = "trace_id must be 16 bytes and span_id 8 bytes (or empty)"
