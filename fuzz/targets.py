@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from lipservice_proxy.errors import RequestError
 from lipservice_proxy.patterns import PatternEngine
@@ -23,7 +25,7 @@ from lipservice_proxy.sampling.annotate import COUNT, OWN_KEYS, PATTERN_ID, SAMP
 from lipservice_proxy.sampling.policy import Policy
 from lipservice_proxy.sampling.sampler import Sampler
 from lipservice_proxy.sampling.scan import scan_message
-from lipservice_proxy.sampling.wirescan import scan_request
+from lipservice_proxy.sampling.wirescan import scan_request, splice
 
 INFLATE_LIMIT = 1 << 20
 
@@ -70,8 +72,39 @@ def wire_scan(data: bytes) -> None:
         request = decode_protobuf(data, ExportLogsServiceRequest)
     except RequestError:
         return
-    if scans is not None:
-        assert scans == scan_message(request), "the compiled scan differs from the reference"  # type: ignore[arg-type]
+    if scans is None:
+        return
+    assert scans == scan_message(request), "the compiled scan differs from the reference"  # type: ignore[arg-type]
+    # splice every other record, annotated, and check it against the same edit of the message
+    annotation = LogRecord(attributes=[KeyValue(key=COUNT, value=AnyValue(int_value=7))]).SerializeToString()
+    plan = [
+        [[annotation if index % 2 else None for index in range(len(scope.log_records))] for scope in resource]
+        for resource in (r.scope_logs for r in request.resource_logs)  # type: ignore[attr-defined]
+    ]
+    wire, _ = splice(data, plan)
+    assert ExportLogsServiceRequest.FromString(wire) == edited(request, plan), "splice differs from the edit"  # type: ignore[arg-type]
+
+
+def edited(
+    request: ExportLogsServiceRequest, plan: list[list[list[bytes | None]]]
+) -> ExportLogsServiceRequest:
+    """What `splice` makes, by editing the message: the reference of the zero-copy output."""
+    request = ExportLogsServiceRequest.FromString(request.SerializeToString())
+    for resource_index in reversed(range(len(request.resource_logs))):
+        scopes = request.resource_logs[resource_index].scope_logs
+        for scope_index in reversed(range(len(scopes))):
+            records = scopes[scope_index].log_records
+            for index in reversed(range(len(records))):
+                annotation = plan[resource_index][scope_index][index]
+                if annotation is None:
+                    del records[index]
+                else:
+                    records[index].MergeFromString(annotation)
+            if not records:
+                del scopes[scope_index]
+        if not scopes:
+            del request.resource_logs[resource_index]
+    return request
 
 
 def json_request(data: bytes) -> None:

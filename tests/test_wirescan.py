@@ -125,12 +125,19 @@ def test_it_gives_up_on_what_it_cannot_read_as_protobuf_did() -> None:
     assert agrees(raw)
 
 
-def run(sampler: Sampler, raws: list[bytes]) -> list[tuple[bytes, object]]:
+def run(sampler: Sampler, raws: list[bytes], *, splice: bool = False) -> list[tuple[object, ...]]:
+    """What the sampler forwards (as a message) and counts for each request."""
     out = []
     for step, raw in enumerate(raws):
         request = ExportLogsServiceRequest.FromString(raw)
-        outcome = sampler.process(request, raw, NOW + step, len(raw))
-        out.append((request.SerializeToString(), (outcome.received, outcome.kept, outcome.rejected)))
+        outcome = sampler.process(request, raw, NOW + step, len(raw), splice=splice)
+        if splice:
+            assert outcome.wire is not None
+            request = ExportLogsServiceRequest.FromString(outcome.wire)
+        else:
+            assert outcome.wire is None
+        counts = (outcome.received, outcome.kept, outcome.rejected, outcome.forwarded)
+        out.append((request, counts, outcome.bytes, outcome.records, outcome.rejection_message))
     return out
 
 
@@ -148,10 +155,32 @@ def test_the_sampler_forwards_the_same_bytes_with_either_scan() -> None:
     ]
     # two records merged into one, and a record with a 3-byte trace id (rejected)
     raws.append(request_bytes([[[records_of(raws[0])[0] + records_of(raws[1])[0], b"\x4a\x03abc"]]]))
-    compiled = Sampler(PatternEngine(), policy)
+    compiled, spliced = Sampler(PatternEngine(), policy), Sampler(PatternEngine(), policy)
     reference = Sampler(PatternEngine(), policy, wire_scan=False)
-    assert run(compiled, raws) == run(reference, raws)
-    assert compiled.close_tails(NOW + 99, everything=True) == reference.close_tails(NOW + 99, everything=True)
+    expected = run(reference, raws)
+    assert run(compiled, raws) == expected
+    got = run(spliced, raws, splice=True)
+    assert got[:-1] == expected[:-1]
+    # the merged record's bytes are counted as they travel, not as protobuf would re-encode them
+    (request, counts, sizes, records, message), expected_last = got[-1], expected[-1]
+    assert (request, counts, records, message) == expected_last[:2] + expected_last[3:]
+    assert sizes["unknown_service"][1] > expected_last[2]["unknown_service"][1]  # type: ignore[index]
+    tails = reference.close_tails(NOW + 99, everything=True)
+    assert compiled.close_tails(NOW + 99, everything=True) == tails
+    assert spliced.close_tails(NOW + 99, everything=True) == tails
+
+
+def test_a_dry_run_or_a_request_from_an_earlier_hop_is_edited_not_spliced() -> None:
+    raw = log_request("HDFS", 200, services=1, seed=9).SerializeToString()
+    dry = Sampler(PatternEngine(), Policy(), dry_run=True)
+    assert dry.process(ExportLogsServiceRequest.FromString(raw), raw, NOW, len(raw), splice=True).wire is None
+    sampler = Sampler(PatternEngine(), Policy())
+    request = ExportLogsServiceRequest.FromString(raw)
+    outcome = sampler.process(request, raw, NOW, len(raw), splice=True)
+    hop = outcome.wire
+    assert hop is not None
+    again = ExportLogsServiceRequest.FromString(hop)
+    assert sampler.process(again, hop, NOW + 1, len(hop), splice=True).wire is None  # weights multiply
 
 
 def records_of(raw: bytes) -> list[bytes]:

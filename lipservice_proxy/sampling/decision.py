@@ -52,6 +52,7 @@ class BatchOutcome:
     records: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     bytes: dict[str, list[int]] = field(default_factory=dict)
     patterns: dict[tuple[str, str, str], PatternTally] = field(default_factory=dict)
+    wire: bytes | None = None  # the forwarded request's encoding, when the sampler spliced it
 
     @property
     def dropped(self) -> int:

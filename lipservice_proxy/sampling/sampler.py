@@ -56,6 +56,7 @@ from .window import window_start
 
 try:
     from .wirescan import scan_request
+    from .wirescan import splice as splice_request
 except ImportError as exc:  # a checkout whose extension was never built, or built for another Python
     raise ImportError(
         "lipservice_proxy.sampling.wirescan is not built: scripts/setup.sh (pip install -e .) compiles it"
@@ -72,9 +73,9 @@ _SAMPLED, _DROPPED = Reason.SAMPLED, Reason.DROPPED
 # body's length in characters (a cheap stand-in for per-pattern bytes; exact bytes are per scope).
 _CHARS = itemgetter(2)
 _INDEX = itemgetter(0)
-# A record to forward: the record, its pattern state, lipservice.sample_rate, lipservice.count and
-# its tally (0.0 and 0: forwarded by dry run, standing for no record).
-Forward = tuple[LogRecord, "PatternState", float, int, PatternTally]
+# A record to forward: its index in the scope, its pattern state, lipservice.sample_rate,
+# lipservice.count and its tally (0.0 and 0: forwarded by dry run, standing for no record).
+Forward = tuple[int, "PatternState", float, int, PatternTally]
 
 
 class Pattern(Protocol):
@@ -306,9 +307,18 @@ class Sampler:
         self._compiled = _Compiled(policy, self._generation)
 
     def process(
-        self, request: ExportLogsServiceRequest, raw: bytes, now: float, wire_size: int | None = None
+        self,
+        request: ExportLogsServiceRequest,
+        raw: bytes,
+        now: float,
+        wire_size: int | None = None,
+        *,
+        splice: bool = False,
     ) -> BatchOutcome:
-        """Decide every record of `request`, deleting dropped ones and annotating kept ones in place.
+        """Decide every record of `request`, deleting dropped ones and annotating kept ones in place;
+        or, with `splice`, leave `request` as it is and put the forwarded request's encoding in
+        `outcome.wire`: the kept records' bytes as they came, each with its annotations appended, in
+        their scopes and resources (the compiled `wirescan.splice`; no message is edited or encoded).
 
         `raw` is the request as received (for cheap substring checks); `wire_size`, its serialized
         protobuf size when known, spares measuring a single-resource request before sampling.
@@ -323,9 +333,14 @@ class Sampler:
         sizes = limiter.record_sizes(raw) if check_limits and wire_size is not None else None
         # per resource and scope, what extract needs from each record, read from the wire bytes (an
         # OTLP/JSON request is encoded first: ~0.2 us a record, a tenth of scanning its messages)
-        scans = None
+        scans = wire = None
         if self._wire_scan:
-            scans = scan_request(raw if wire_size is not None else request.SerializeToString())
+            wire = raw if wire_size is not None else request.SerializeToString()
+            scans = scan_request(wire)
+        # a dry run forwards every record, and a record from an earlier hop has attributes to replace
+        plan: list[list[list[bytes | None]]] | None = (
+            [] if splice and scans is not None and not dry_run and not has_prior else None
+        )
         outcome = BatchOutcome()
         received = forwarded = rejected = 0
 
@@ -344,7 +359,8 @@ class Sampler:
             service_bytes[0] += wire_size if single else resource_logs.ByteSize()  # type: ignore[operator]
             scopes = resource_logs.scope_logs
             empty_scopes: list[int] = []
-            kept: list[Forward] = []
+            kept: list[tuple[LogRecord, PatternState, float, int, PatternTally]] = []
+            planned: list[list[bytes | None]] = []
             for scope_index, scope_logs in enumerate(scopes):
                 records = scope_logs.log_records
                 received += len(records)
@@ -364,7 +380,6 @@ class Sampler:
                     check_exemptions=might_exempt,
                     origin=Origin(resource_logs.resource, scope_logs.scope),
                 )
-                kept += verdict.kept
                 removed = verdict.removed
                 if extraction.invalid:
                     rejected += len(extraction.invalid)
@@ -374,6 +389,14 @@ class Sampler:
                     rejected += len(extraction.over_limits)
                     outcome.rejection_message = _joined(outcome.rejection_message, limiter.message)
                     removed += extraction.over_limits
+                if plan is not None:
+                    annotations: list[bytes | None] = [None] * len(records)
+                    for index, state, weight, count, _ in verdict.kept:
+                        annotations[index] = state.annotation(weight) + count_annotation(count)
+                    planned.append(annotations)
+                    forwarded += len(records) - len(removed)
+                    continue
+                kept += [(records[index], *rest) for index, *rest in verdict.kept]  # before any deletion
                 if len(removed) == len(records):
                     del records[:]
                     empty_scopes.append(scope_index)
@@ -382,6 +405,9 @@ class Sampler:
                     for index in removed:
                         del records[index]
                 forwarded += len(records)
+            if plan is not None:
+                plan.append(planned)
+                continue
             for scope_index in reversed(empty_scopes):
                 del scopes[scope_index]
             if not scopes:
@@ -398,6 +424,10 @@ class Sampler:
                 record.MergeFromString(state.annotation(weight) + count_annotation(count))
         for resource_index in reversed(empty_resources):
             del resources[resource_index]
+        if plan is not None:
+            outcome.wire, kept_sizes = splice_request(wire, plan)  # type: ignore[arg-type]
+            for resource_logs, size in zip(resources, kept_sizes, strict=True):
+                outcome.bytes[service_name(resource_logs.resource)][1] += size
 
         kept_total = 0
         for (service, _, severity), tally in outcome.patterns.items():
@@ -531,7 +561,7 @@ class Sampler:
             if sampled:
                 self._sample(state, sampled, now, boosts)
             for group in groups:
-                self._account(state, group, now, origin, verdict, records)
+                self._account(state, group, now, origin, verdict)
         return verdict
 
     def _sample(
@@ -559,7 +589,6 @@ class Sampler:
         now: float,
         origin: Origin | None,
         verdict: Verdict,
-        records: Sequence[LogRecord],
     ) -> None:
         """Step 8: each kept record's count, the key's tail, and the records to forward or delete.
 
@@ -576,7 +605,7 @@ class Sampler:
             tail = old_tail + len(dropped)
         elif not dropped and not old_tail:  # nothing to carry: every kept record counts itself
             for rows, weight, _ in group.kept:
-                forward += [(records[row[0]], state, weight, 1, tally) for row in rows]
+                forward += [(row[0], state, weight, 1, tally) for row in rows]
                 tally.counted += len(rows)
             tail = 0
         else:
@@ -588,7 +617,7 @@ class Sampler:
                 rows, weights, before = group.in_scope_order()
             if old_tail + len(dropped) < MAX_COUNT - len(rows):  # no count can reach the bound
                 forward += [
-                    (records[row[0]], state, weight, after - prior + 1, tally)
+                    (row[0], state, weight, after - prior + 1, tally)
                     for row, weight, prior, after in zip(
                         rows, weights, [-old_tail, *before], before, strict=False
                     )
@@ -600,7 +629,7 @@ class Sampler:
                 for row, weight, after in zip(rows, weights, before, strict=False):
                     count, carry = carry_onto(carry + after - prior)
                     prior = after
-                    forward.append((records[row[0]], state, weight, count, tally))
+                    forward.append((row[0], state, weight, count, tally))
                     tally.counted += count
                 tail = carry + len(dropped) - prior
         if tail and (group.kept or not old_tail):  # a new tail: these drops opened it
@@ -611,7 +640,7 @@ class Sampler:
         self.unaccounted += tail - old_tail
         if dropped:
             if self._dry_run:
-                forward += [(records[row[0]], state, 0.0, 0, tally) for row in dropped]
+                forward += [(row[0], state, 0.0, 0, tally) for row in dropped]
             else:
                 verdict.removed += map(_INDEX, dropped)
 

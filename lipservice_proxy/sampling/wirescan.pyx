@@ -12,11 +12,13 @@ known field with another wire type than its declared one, a body that is not UTF
 occurs twice the last one wins, as in protobuf (for the body, a message, the last value set).
 """
 
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
 from cpython.ref cimport PyObject
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int32_t, uint32_t, uint64_t
+from libc.string cimport memcpy, memmove
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -328,3 +330,195 @@ cdef object _scope(const unsigned char* buf, Py_ssize_t pos, Py_ssize_t end):
             (<list>levels[level]).append(row)
         index += 1
     return shapes, others, invalid
+
+
+# ---- the zero-copy output: the kept records' own bytes, annotations appended, never re-encoded ----
+
+cdef struct Output:
+    unsigned char* buf
+    Py_ssize_t pos
+    Py_ssize_t capacity
+
+
+cdef int _reserve(Output* out, Py_ssize_t size) except -1:
+    cdef unsigned char* grown
+    cdef Py_ssize_t capacity = out.capacity
+    if out.pos + size <= capacity:
+        return 0
+    while out.pos + size > capacity:
+        capacity *= 2
+    grown = <unsigned char*>PyMem_Realloc(out.buf, capacity)
+    if grown is NULL:
+        raise MemoryError()
+    out.buf = grown
+    out.capacity = capacity
+    return 0
+
+
+cdef inline Py_ssize_t _varint_size(uint64_t value) noexcept nogil:
+    cdef Py_ssize_t size = 1
+    while value >= 0x80:
+        value >>= 7
+        size += 1
+    return size
+
+
+cdef inline void _put_varint(Output* out, uint64_t value) noexcept nogil:
+    while value >= 0x80:
+        out.buf[out.pos] = <unsigned char>(value & 0x7F) | 0x80
+        out.pos += 1
+        value >>= 7
+    out.buf[out.pos] = <unsigned char>value
+    out.pos += 1
+
+
+cdef int _put(Output* out, const unsigned char* data, Py_ssize_t size) except -1:
+    _reserve(out, size)
+    memcpy(out.buf + out.pos, data, size)
+    out.pos += size
+    return 0
+
+
+# A nested message whose length is known only once its body is written: the body goes after a gap
+# the widest header fits (tag + 5-byte length), then moves back against its header.
+cdef enum:
+    GAP = 6
+
+
+cdef inline Py_ssize_t _open(Output* out) except -1:
+    _reserve(out, GAP)
+    out.pos += GAP
+    return out.pos
+
+
+cdef inline void _close(Output* out, Py_ssize_t body, unsigned char tag) noexcept nogil:
+    cdef Py_ssize_t size = out.pos - body
+    cdef Py_ssize_t start = body - GAP
+    cdef Py_ssize_t header = 1 + _varint_size(size)
+    out.pos = start
+    out.buf[out.pos] = tag
+    out.pos += 1
+    _put_varint(out, size)
+    memmove(out.buf + start + header, out.buf + body, size)
+    out.pos = start + header + size
+
+
+def splice(const unsigned char[::1] raw, list plan):
+    """The request `raw` (a protobuf ExportLogsServiceRequest that scan_request read) with only the
+    records `plan` keeps, each followed by its annotation bytes (LogRecord fields, appended as they
+    are: repeated attributes append), and the scopes and resources left empty removed. `plan` holds,
+    per resource, per scope, per record, the annotation bytes of a kept record or None. Everything
+    else (resources, scopes, unknown fields) is copied as it came. Returns (the request's bytes,
+    per resource the size of its encoding without the annotations, 0 for a removed one)."""
+    cdef Reader r
+    cdef uint32_t number
+    cdef int wire_type
+    cdef Py_ssize_t start, size, field_start, body, resource_index = 0
+    cdef Py_ssize_t plain
+    cdef Output out
+    cdef list kept_sizes = []
+    out.capacity = max(64, raw.shape[0])
+    out.pos = 0
+    out.buf = <unsigned char*>PyMem_Malloc(out.capacity)
+    if out.buf is NULL:
+        raise MemoryError()
+    try:
+        r.buf = &raw[0] if raw.shape[0] else NULL
+        r.pos = 0
+        r.end = raw.shape[0]
+        while r.pos < r.end:
+            field_start = r.pos
+            if not _field(&r, _REQUEST, &number, &wire_type):
+                raise ValueError("splice: not a request scan_request read")
+            if number == 1:
+                if not _length(&r, &start, &size):
+                    raise ValueError("splice: not a request scan_request read")
+                body = _open(&out)
+                plain = 0
+                if _resource_kept(&out, r.buf, start, start + size, <list>plan[resource_index], &plain):
+                    _close(&out, body, 0x0A)
+                    kept_sizes.append(plain)
+                else:
+                    out.pos = body - GAP
+                    kept_sizes.append(0)
+                resource_index += 1
+            else:
+                if not _skip(&r, wire_type):
+                    raise ValueError("splice: not a request scan_request read")
+                _put(&out, r.buf + field_start, r.pos - field_start)
+        return PyBytes_FromStringAndSize(<const char*>out.buf, out.pos), kept_sizes
+    finally:
+        PyMem_Free(out.buf)
+
+
+cdef bint _resource_kept(
+    Output* out, const unsigned char* buf, Py_ssize_t pos, Py_ssize_t end, list scopes, Py_ssize_t* plain
+) except -1:
+    """Write the resource's body with its kept records; False (nothing to keep) when no scope keeps any.
+    Adds to `plain` the size its body has without the annotations."""
+    cdef Reader r = Reader(buf, pos, end)
+    cdef uint32_t number
+    cdef int wire_type
+    cdef Py_ssize_t start, size, field_start, body, scope_index = 0, scope_plain
+    cdef bint any_kept = False
+    while r.pos < r.end:
+        field_start = r.pos
+        if not _field(&r, _RESOURCE_LOGS, &number, &wire_type):
+            raise ValueError("splice: not a request scan_request read")
+        if number == 2:
+            if not _length(&r, &start, &size):
+                raise ValueError("splice: not a request scan_request read")
+            body = _open(out)
+            scope_plain = 0
+            if _scope_kept(out, buf, start, start + size, <list>scopes[scope_index], &scope_plain):
+                _close(out, body, 0x12)
+                plain[0] += 1 + _varint_size(scope_plain) + scope_plain
+                any_kept = True
+            else:
+                out.pos = body - GAP
+            scope_index += 1
+        else:
+            if not _skip(&r, wire_type):
+                raise ValueError("splice: not a request scan_request read")
+            _put(out, buf + field_start, r.pos - field_start)
+            plain[0] += r.pos - field_start
+    return any_kept
+
+
+cdef bint _scope_kept(
+    Output* out, const unsigned char* buf, Py_ssize_t pos, Py_ssize_t end, list annotations, Py_ssize_t* plain
+) except -1:
+    cdef Reader r = Reader(buf, pos, end)
+    cdef uint32_t number
+    cdef int wire_type
+    cdef Py_ssize_t start, size, field_start, index = 0, extra
+    cdef bint any_kept = False
+    cdef object annotation
+    while r.pos < r.end:
+        field_start = r.pos
+        if not _field(&r, _SCOPE_LOGS, &number, &wire_type):
+            raise ValueError("splice: not a request scan_request read")
+        if number == 2:
+            if not _length(&r, &start, &size):
+                raise ValueError("splice: not a request scan_request read")
+            annotation = annotations[index]
+            index += 1
+            if annotation is None:
+                continue
+            extra = len(<bytes>annotation)
+            _reserve(out, 1 + 10 + size + extra)
+            out.buf[out.pos] = 0x12
+            out.pos += 1
+            _put_varint(out, size + extra)
+            memcpy(out.buf + out.pos, buf + start, size)
+            out.pos += size
+            memcpy(out.buf + out.pos, PyBytes_AS_STRING(<bytes>annotation), extra)
+            out.pos += extra
+            plain[0] += 1 + _varint_size(size) + size
+            any_kept = True
+        else:
+            if not _skip(&r, wire_type):
+                raise ValueError("splice: not a request scan_request read")
+            _put(out, buf + field_start, r.pos - field_start)
+            plain[0] += r.pos - field_start
+    return any_kept
