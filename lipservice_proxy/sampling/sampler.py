@@ -12,15 +12,18 @@
 
 reference.py states the same order one record at a time; tests hold this batched path to it.
 
-`process` runs each scope of a request through three stages, editing the message in place:
-- `extract` reads what a decision needs from each record (trace id, body, severity), names its
-  pattern and groups the records by (pattern state, level). This is the only per-record protobuf work.
+`process` runs each scope of a request through three stages:
+- `extract` takes the scope's scan (scan.py: each record's trace id, body and severity, grouped by
+  body shape; read from the wire bytes by the compiled wirescan.pyx), names each shape's pattern
+  and groups the records by (pattern state, level). No message object is made per record.
 - `decide_extraction` applies the order above to each pattern's groups, one named step each:
   `keep_protected` (1-2), `keep_first` (4), `toss` (5-7) and `Sampler._account` (8). Everything
   but the coin and the count is constant within a group for one request (the time, the rate, the
   boost, the window), so it is worked out once per group.
-- the edit: dropped and invalid records are deleted (cheaper than rebuilding), kept ones get their
-  pre-serialised annotation bytes appended.
+- the output: with `splice` (the pipeline), the kept records' own bytes with their pre-serialised
+  annotation bytes appended (wirescan.splice), never re-encoded; otherwise (and in a dry run, or
+  for records carrying an earlier hop's attributes) the message is edited in place: dropped and
+  invalid records deleted, annotation bytes merged into the kept ones.
 Per-(service, pattern) state caches what does not change between requests (rates per level,
 annotation bytes, coin thresholds) and holds what must carry over (windows, coin credits, tails).
 """
