@@ -25,7 +25,7 @@ from lipservice_proxy.sampling.annotate import COUNT, OWN_KEYS, PATTERN_ID, SAMP
 from lipservice_proxy.sampling.policy import Policy
 from lipservice_proxy.sampling.sampler import Sampler
 from lipservice_proxy.sampling.scan import scan_message
-from lipservice_proxy.sampling.wirescan import scan_request, splice
+from lipservice_proxy.sampling.wirescan import largest_record, scan_request, splice
 
 INFLATE_LIMIT = 1 << 20
 
@@ -68,6 +68,7 @@ def wire_scan(data: bytes) -> None:
     """The compiled scan of any bytes: no failure; where protobuf parses them, it gives up (None) or
     finds what the reference scan (scan.py) finds in the parsed message."""
     scans = scan_request(data)
+    largest = largest_record(data)
     try:
         request = decode_protobuf(data, ExportLogsServiceRequest)
     except RequestError:
@@ -75,6 +76,8 @@ def wire_scan(data: bytes) -> None:
     if scans is None:
         return
     assert scans == scan_message(request), "the compiled scan differs from the reference"  # type: ignore[arg-type]
+    sizes = [r.ByteSize() for rl in request.resource_logs for s in rl.scope_logs for r in s.log_records]  # type: ignore[attr-defined]
+    assert largest is not None and largest >= max(sizes, default=0), (largest, sizes)
     # splice every other record, annotated, and check it against the same edit of the message
     annotation = LogRecord(attributes=[KeyValue(key=COUNT, value=AnyValue(int_value=7))]).SerializeToString()
     plan = [

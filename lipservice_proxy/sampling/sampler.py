@@ -58,7 +58,7 @@ from .throughput import ThroughputCap
 from .window import window_start
 
 try:
-    from .wirescan import scan_request
+    from .wirescan import largest_record, scan_request
     from .wirescan import splice as splice_request
 except ImportError as exc:  # a checkout whose extension was never built, or built for another Python
     raise ImportError(
@@ -332,6 +332,9 @@ class Sampler:
         has_prior = SAMPLE_RATE_NEEDLE in raw
         limiter = self._limiter
         check_limits = limiter.might_hold_any(raw)
+        if check_limits and wire_size is not None and self._wire_scan:
+            largest = largest_record(raw)  # no record that large: none can be over a limit
+            check_limits = largest is None or largest >= limiter.threshold
         # a protobuf request (its wire size is known): each record's size, to look at the large ones only
         sizes = limiter.record_sizes(raw) if check_limits and wire_size is not None else None
         # per resource and scope, what extract needs from each record, read from the wire bytes (an

@@ -522,3 +522,54 @@ cdef bint _scope_kept(
             _put(out, buf + field_start, r.pos - field_start)
             plain[0] += r.pos - field_start
     return any_kept
+
+
+def largest_record(const unsigned char[::1] raw):
+    """The size of the largest log record in the protobuf request `raw` as it is on the wire (at
+    least its encoded size: a record sent in parts is all its parts), or None where scan_request
+    would give up. A cheap first look for the per-record limits (limits.py)."""
+    cdef Reader r
+    cdef uint32_t number
+    cdef int wire_type
+    cdef Py_ssize_t start, size, largest = 0
+    if raw.shape[0] == 0:
+        return 0
+    r.buf = &raw[0]
+    r.pos = 0
+    r.end = raw.shape[0]
+    while r.pos < r.end:
+        if not _field(&r, _REQUEST, &number, &wire_type):
+            return None
+        if number == 1:
+            if not _length(&r, &start, &size) or not _largest_in(r.buf, start, start + size, 0, &largest):
+                return None
+        elif not _skip(&r, wire_type):
+            return None
+    return largest
+
+
+cdef bint _largest_in(
+    const unsigned char* buf, Py_ssize_t pos, Py_ssize_t end, int depth, Py_ssize_t* largest
+) noexcept nogil:
+    """Walk a ResourceLogs (depth 0) or a ScopeLogs (depth 1): field 2 holds scopes, then records."""
+    cdef Reader r = Reader(buf, pos, end)
+    cdef uint32_t number
+    cdef int wire_type
+    cdef Py_ssize_t start, size
+    cdef signed char* table = _SCOPE_LOGS
+    if depth == 0:
+        table = _RESOURCE_LOGS
+    while r.pos < r.end:
+        if not _field(&r, table, &number, &wire_type):
+            return False
+        if number == 2:
+            if not _length(&r, &start, &size):
+                return False
+            if depth == 0:
+                if not _largest_in(buf, start, start + size, 1, largest):
+                    return False
+            elif size > largest[0]:
+                largest[0] = size
+        elif not _skip(&r, wire_type):
+            return False
+    return True
