@@ -134,6 +134,7 @@ class LogsPipeline:
             batch = summaries(tails, now)
             try:
                 await self._fanout.put(batch.request.SerializeToString(), batch.records)
+                self._telemetry.summary_records.inc(batch.records)
                 accounted = batch.count
             except Backpressure as exc:
                 self._unsent = tails
