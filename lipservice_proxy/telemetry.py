@@ -104,7 +104,7 @@ class Telemetry:
             multiprocess_mode="livesum",
         )
         self.summary_records = Counter(
-            "lipservice_log_summary_records_total",
+            "lipservice_log_tail_records_total",
             "Summary records sent, each carrying an open tail's dropped records as lipservice.count.",
             registry=r,
         )

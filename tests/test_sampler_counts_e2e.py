@@ -142,7 +142,7 @@ def test_summaries_leave_when_their_window_ends_without_a_shutdown(tmp_path: Pat
         summaries = sum(SUMMARY in attributes(entry) for entry in sink.sink.log_records())
         assert summaries > 0
         # what the sink holds besides the kept records, as the benchmark's delivery check expects it
-        assert proxy.metric("lipservice_log_summary_records_total") == summaries
+        assert proxy.metric("lipservice_log_tail_records_total") == summaries
         kept = metric_sum(scraped(proxy.admin_url), "lipservice_log_records_kept_total")
         assert kept + summaries == len(sink.sink.log_records())
 
