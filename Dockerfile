@@ -1,14 +1,21 @@
 # syntax=docker/dockerfile:1
 # lipservice-proxy image. Build from the repository root:
 #   docker build -t lipservice-proxy:0.1.0 .
-# Stage 1 builds the project's wheel and installs it, with its dependencies (binary wheels only, so no
-# compiler is needed), into a virtualenv. Stage 2 is a fresh slim base that receives only that venv.
+# Stage 1 builds the project's wheel and installs it, with its dependencies (binary wheels only), into a
+# virtualenv; it compiles the sampler's per-record scan (lipservice_proxy/sampling/wirescan.pyx) with
+# the C compiler and Python headers it installs for that. Stage 2 is a fresh slim base that receives
+# only that venv: no compiler, no headers.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ONLY_BINARY=:all:
+# (versions unpinned: this stage is thrown away, and what the compiler makes is checked by the tests)
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev python3-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY lipservice_proxy ./lipservice_proxy

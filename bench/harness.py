@@ -44,6 +44,7 @@ PROXY_METRICS = (
     "lipservice_log_records_received_total",
     "lipservice_log_records_kept_total",
     "lipservice_log_records_dropped_total",
+    "lipservice_log_tail_records_total",
     "lipservice_patterns_active",
     "lipservice_export_queue_records",
 )
@@ -359,7 +360,9 @@ def delivery_check(target: Target, child: Child, sink: Child, acked_records: int
         else:
             metrics = scrape_metrics(child.endpoint("admin"))
             figures["proxy_metrics"] = metrics
+            # kept records, and the summary records of tails closed at a window's end
             expected = int(metrics["lipservice_log_records_kept_total"])
+            expected += int(metrics.get("lipservice_log_tail_records_total", 0))
         figures["expected_records"] = expected
         return counts.records >= expected
 

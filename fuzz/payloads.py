@@ -133,12 +133,16 @@ def compression_bomb(inflated_bytes: int, encoding: str = "gzip") -> bytes:
 def seeds() -> Iterator[tuple[str, bytes]]:
     """(target name, input) pairs for a fuzzer's starting corpus."""
     ordinary = ordinary_request()
-    yield "protobuf", ordinary.SerializeToString()
-    yield "protobuf", nested_bytes(20)
-    yield "protobuf", many_attributes(50).SerializeToString()
-    yield "protobuf", invalid_utf8_protobuf()
-    yield "protobuf", wrong_wire_type()
-    yield "protobuf", strindex_body()
+    protobuf = (
+        ordinary.SerializeToString(),
+        nested_bytes(20),
+        many_attributes(50).SerializeToString(),
+        invalid_utf8_protobuf(),
+        wrong_wire_type(),
+        strindex_body(),
+    )
+    for target in ("protobuf", "wirescan"):
+        yield from ((target, data) for data in protobuf)
     yield "json", message_to_json(ordinary)
     yield "json", message_to_json(request_of(LogRecord(body=nested_value(10))))
     yield "json", invalid_utf8_json()

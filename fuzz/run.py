@@ -1,6 +1,6 @@
 """The atheris (libFuzzer) harness: `python -m fuzz.run TARGET [CORPUS_DIR] [libFuzzer flags]`.
 
-TARGET is one of fuzz.targets.TARGETS (protobuf, json, inflate). The project's own modules are
+TARGET is one of fuzz.targets.TARGETS (protobuf, json, inflate, wirescan). The project's own modules are
 instrumented for coverage; a corpus directory that is empty or missing is seeded from
 fuzz.payloads.seeds(). Any exception the target lets through is a crash, written by libFuzzer as
 crash-<hash> in the working directory. See fuzz/README.md for the runs to make.

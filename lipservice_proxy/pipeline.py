@@ -1,11 +1,11 @@
 """The logs pipeline between receivers and exporters: admit, decide, count, queue.
 
 Receivers parse each request exactly once and hand the message (with its raw bytes, for cheap
-substring checks) to `LogsPipeline.consume`. The sampler edits the message in place (dropped
-records deleted, kept records annotated), the result is serialised once and offered to every
-exporter queue. The client is answered as soon as every queue holds it (a disk queue: durably);
-when any queue or the memory limiter says no, nothing has been decided or counted and the client
-gets a retryable refusal.
+substring checks) to `LogsPipeline.consume`. The sampler splices the kept records' own bytes,
+annotated, into the request to forward (or, where it cannot, edits the message in place and the
+result is serialised once); that is offered to every exporter queue. The client is answered as
+soon as every queue holds it (a disk queue: durably); when any queue or the memory limiter says no,
+nothing has been decided or counted and the client gets a retryable refusal.
 
 Drops not yet counted by a kept record's `lipservice.count` (the sampler's open tails) leave as
 summary records through the same queues: `send_summaries`, called periodically and at shutdown.
@@ -32,9 +32,16 @@ log = logging.getLogger(__name__)
 
 class BatchSampler(Protocol):
     def process(
-        self, request: ExportLogsServiceRequest, raw: bytes, now: float, wire_size: int | None = None
+        self,
+        request: ExportLogsServiceRequest,
+        raw: bytes,
+        now: float,
+        wire_size: int | None = None,
+        *,
+        splice: bool = False,
     ) -> BatchOutcome:
-        """Decide every record of `request`, editing it in place; return the tallies."""
+        """Decide every record of `request`, editing it in place, or with `splice` returning the
+        forwarded request's encoding in the outcome's `wire` when it can; return the tallies."""
         ...
 
     def close_tails(self, now: float, *, everything: bool = False) -> list[Tail]:
@@ -100,13 +107,14 @@ class LogsPipeline:
         )
         self._fanout.check_room(records, len(raw))
         now = self._clock()
-        outcome = self._sampler.process(request, raw, now, wire_size)
+        outcome = self._sampler.process(request, raw, now, wire_size, splice=True)
         self._telemetry.observe_outcome(outcome)
         for observer in self._observers:
             observer.observe(outcome, now)
         self._telemetry.records_unaccounted.set(self.unaccounted)
         if outcome.forwarded:
-            await self._fanout.put(request.SerializeToString(), outcome.forwarded)
+            wire = outcome.wire if outcome.wire is not None else request.SerializeToString()
+            await self._fanout.put(wire, outcome.forwarded)
         return ConsumeResult(outcome.rejected, outcome.rejection_message)
 
     @property
@@ -126,6 +134,7 @@ class LogsPipeline:
             batch = summaries(tails, now)
             try:
                 await self._fanout.put(batch.request.SerializeToString(), batch.records)
+                self._telemetry.summary_records.inc(batch.records)
                 accounted = batch.count
             except Backpressure as exc:
                 self._unsent = tails

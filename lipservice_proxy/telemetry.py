@@ -103,6 +103,11 @@ class Telemetry:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.summary_records = Counter(
+            "lipservice_log_tail_records_total",
+            "Summary records sent, each carrying an open tail's dropped records as lipservice.count.",
+            registry=r,
+        )
         self.bytes_received = Counter(
             "lipservice_log_bytes_received_total",
             "Serialized size of log records received.",

@@ -9,6 +9,12 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --quiet --disable-pip-version-check --upgrade pip
+# pip compiles the sampler's per-record scan (Cython, lipservice_proxy/sampling/wirescan.pyx), in place
+# for the editable install: that needs a C compiler and Python's headers (Debian: gcc python3-dev).
+if ! command -v "${CC:-cc}" >/dev/null 2>&1; then
+  echo "setup: no C compiler (${CC:-cc}); install one, e.g. apt-get install gcc python3-dev" >&2
+  exit 1
+fi
 if [ -n "$extra" ]; then
   .venv/bin/python -m pip install --quiet --quiet --disable-pip-version-check -e ".[$extra]"
 else

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 import xxhash
@@ -13,16 +12,15 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValueList
 
 from . import persistence
 from .generations import Generations
-from .masking import MAX_BODY_CHARS, Masker, clean_text, digit_shape
+from .masking import MAX_BODY_CHARS, Masker, clean_text, digit_runs, digit_shape
 from .miner import TemplateMiner
 from .model import EngineStats, Pattern
 from .template import Template
 
 # Keys longer than this are replaced by a 128-bit hash of themselves, so the cache's memory has a
 # bound per entry; 128 bits make a collision (two shapes sharing a key) practically impossible.
-_KEY_CHARS: Final = 256
+KEY_CHARS: Final = 256
 _DIGIT_SHAPE: Final = bytes.maketrans(b"0123456789", b"0000000000")
-_DIGIT_RUNS: Final = re.compile(b"0+")
 
 MESSAGE_KEYS: Final = ("message", "msg", "event", "log", "body", "text")
 _MAX_KEYS_IN_TEMPLATE: Final = 64
@@ -68,7 +66,7 @@ class PatternEngine:
     body the slow path has seen, up to its digits, at the cost of one translate and one dict lookup.
     Behind it, a second cache is keyed on the shape with every run of digits made one digit: no
     masking rule counts digits, so a known statement whose numbers changed length skips masking and
-    mining too (for bodies up to _KEY_CHARS long). Both are two-generation memos (generations.py)
+    mining too (for bodies up to KEY_CHARS long). Both are two-generation memos (generations.py)
     that share `cache_size`: three quarters for shapes, one quarter for the shorter keys.
 
     A line neither cache knows is masked and mined: ~30 us of CPU for a line of new words, a few us
@@ -135,7 +133,7 @@ class PatternEngine:
         patterns: list[Pattern] = []
         append = patterns.append
         for text in texts:
-            if len(text) > _KEY_CHARS:
+            if len(text) > KEY_CHARS:
                 key: bytes | int = _long_key(text)
             elif text:
                 try:
@@ -157,28 +155,63 @@ class PatternEngine:
         self._lines += len(texts)  # the mining credit they earn is for later lines
         return patterns
 
+    def add_runs(self, shapes: Iterable[tuple[bytes, str, int]]) -> list[Pattern]:
+        """`add` for bodies grouped by their digit runs key (sampling/scan.py, `digit_runs`): (key,
+        one body with that key at most KEY_CHARS long, how many bodies) each. One lookup per key, in
+        the second cache: the bodies of a key share one fate, so a shed key sheds all of them."""
+        runs = self._runs
+        patterns: list[Pattern] = []
+        append = patterns.append
+        lines = 0
+        for key, text, count in shapes:
+            lines += count
+            template = runs.hot.get(key)
+            if template is None or not template.alive:
+                template = runs.get(key)
+                if template is None or not template.alive:
+                    mined = self._mine(text, count)
+                    if not isinstance(mined, Template):
+                        append(mined)
+                        continue
+                    runs.put(key, mined)
+                    append(mined.pattern)
+                    continue
+            template.size += count
+            append(template.pattern)
+        self._lines += lines
+        return patterns
+
     def _add_slow(self, text: str, key: bytes | int) -> Pattern:
         template = self._shapes.cold.get(key)
         if template is None or not template.alive:
-            runs = _DIGIT_RUNS.sub(b"0", key) if isinstance(key, bytes) else None
+            runs = digit_runs(key) if isinstance(key, bytes) else None
             template = self._runs.get(runs) if runs is not None else None
             if template is None or not template.alive:
-                if self._credit <= 0.0 and not self._refill():
-                    self._shed += 1
-                    return self._fixed_pattern(UNMINED_TEMPLATE)
-                started = self._clock()
-                tokens, kinds = self._masker.tokens(clean_text(text))
-                if not tokens:
-                    return self._fixed_pattern(EMPTY_TEMPLATE)
-                template = self._miner.learn(tokens, kinds)
-                self._credit -= self._clock() - started
+                mined = self._mine(text, 1)
+                if not isinstance(mined, Template):
+                    return mined
                 if runs is not None:
-                    self._runs.put(runs, template)
-                self._shapes.put(key, template)
-                return template.pattern
+                    self._runs.put(runs, mined)
+                self._shapes.put(key, mined)
+                return mined.pattern
         template.size += 1
         self._shapes.put(key, template)
         return template.pattern
+
+    def _mine(self, text: str, count: int) -> Template | Pattern:
+        """The template of `count` bodies like `text` that no cache knows, within the mining budget;
+        a fixed pattern when shed (over budget) or when the body has no tokens."""
+        if self._credit <= 0.0 and not self._refill():
+            self._shed += count
+            return self._fixed_pattern(UNMINED_TEMPLATE)
+        started = self._clock()
+        tokens, kinds = self._masker.tokens(clean_text(text))
+        if not tokens:
+            return self._fixed_pattern(EMPTY_TEMPLATE)
+        template = self._miner.learn(tokens, kinds)  # counts one body
+        self._credit -= self._clock() - started
+        template.size += count - 1
+        return template
 
     def _refill(self) -> bool:
         """Add the credit earned since the last refill (capped at the burst); True when a line may be
@@ -192,10 +225,10 @@ class PatternEngine:
 
     def match(self, text: str) -> Pattern | None:
         """The pattern `add` would give `text` without learning from it; None when no template fits."""
-        key = _long_key(text) if len(text) > _KEY_CHARS else digit_shape(text)
+        key = _long_key(text) if len(text) > KEY_CHARS else digit_shape(text)
         template = self._shapes.hot.get(key) or self._shapes.cold.get(key)
         if (template is None or not template.alive) and isinstance(key, bytes):
-            runs = _DIGIT_RUNS.sub(b"0", key)
+            runs = digit_runs(key)
             template = self._runs.hot.get(runs) or self._runs.cold.get(runs)
         if template is not None and template.alive:
             return template.pattern

@@ -123,6 +123,7 @@ _PLACEHOLDER_RE = re.compile("|".join(re.escape(p) for p in (*PLACEHOLDERS, WILD
 _LETTER_OR_DIGIT = re.compile(r"[^\W_]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _DIGIT_SHAPE: Final = bytes.maketrans(b"0123456789", b"0000000000")
+_ZERO_RUNS: Final = re.compile(b"0+")
 
 # Masked tokens are remembered per token shape; two generations bound the memory.
 _TOKEN_CACHE_GENERATION: Final = 8192
@@ -161,6 +162,12 @@ def digit_shape(text: str) -> bytes:
         return text.encode().translate(_DIGIT_SHAPE)
     except UnicodeEncodeError:  # lone surrogates
         return text.encode("utf-8", "surrogatepass").translate(_DIGIT_SHAPE)
+
+
+def digit_runs(shape: bytes) -> bytes:
+    """A digit shape with every run of 0s made one 0: the key of the engine's second cache, equal for
+    bodies that differ only in their numbers, whatever their lengths (no masking rule counts digits)."""
+    return _ZERO_RUNS.sub(b"0", shape)
 
 
 def clean_text(text: str) -> str:

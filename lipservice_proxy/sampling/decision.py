@@ -8,6 +8,7 @@ loop read.
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -54,6 +55,7 @@ class BatchOutcome:
     records: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     bytes: dict[str, list[int]] = field(default_factory=dict)
     patterns: dict[tuple[str, str, str], PatternTally] = field(default_factory=dict)
+    wire: builtins.bytes | None = None  # the forwarded request's encoding, when the sampler spliced it
 
     @property
     def dropped(self) -> int:

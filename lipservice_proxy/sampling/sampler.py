@@ -12,15 +12,18 @@
 
 reference.py states the same order one record at a time; tests hold this batched path to it.
 
-`process` runs each scope of a request through three stages, editing the message in place:
-- `extract` reads what a decision needs from each record (trace id, body, severity), names its
-  pattern and groups the records by (pattern state, level). This is the only per-record protobuf work.
+`process` runs each scope of a request through three stages:
+- `extract` takes the scope's scan (scan.py: each record's trace id, body and severity, grouped by
+  body shape; read from the wire bytes by the compiled wirescan.pyx), names each shape's pattern
+  and groups the records by (pattern state, level). No message object is made per record.
 - `decide_extraction` applies the order above to each pattern's groups, one named step each:
   `keep_protected` (1-2), `keep_first` (4), `toss` (5-7) and `Sampler._account` (8). Everything
   but the coin and the count is constant within a group for one request (the time, the rate, the
   boost, the window), so it is worked out once per group.
-- the edit: dropped and invalid records are deleted (cheaper than rebuilding), kept ones get their
-  pre-serialised annotation bytes appended.
+- the output: with `splice` (the pipeline), the kept records' own bytes with their pre-serialised
+  annotation bytes appended (wirescan.splice), never re-encoded; otherwise (and in a dry run, or
+  for records carrying an earlier hop's attributes) the message is edited in place: dropped and
+  invalid records deleted, annotation bytes merged into the kept ones.
 Per-(service, pattern) state caches what does not change between requests (rates per level,
 annotation bytes, coin thresholds) and holds what must carry over (windows, coin credits, tails).
 """
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 import itertools
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, MutableSequence, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Protocol
@@ -49,26 +52,35 @@ from .exemptions import Exemptions
 from .limits import RecordLimiter
 from .policy import Policy
 from .rates import RateTable, Resolved
+from .scan import N_LEVELS, UNKNOWN_LEVEL, Row, ScopeScan, Shape, ids_valid, scan_scope
 from .severity import LEVEL_OF_NAME, LEVEL_OF_NUMBER, SEVERITY_NAMES, level_of_body, level_of_text
 from .throughput import ThroughputCap
 from .window import window_start
 
+try:
+    from .wirescan import largest_record, scan_request
+    from .wirescan import splice as splice_request
+except ImportError as exc:  # a checkout whose extension was never built, or built for another Python
+    raise ImportError(
+        "lipservice_proxy.sampling.wirescan is not built: scripts/setup.sh (pip install -e .) compiles it"
+    ) from exc
+
 UNKNOWN_SERVICE = "unknown_service"
-N_LEVELS = len(SEVERITY_NAMES)
 INVALID_IDS = "trace_id must be 16 bytes and span_id 8 bytes (or empty)"
 NONE_OVER: frozenset[int] = frozenset()
 _NUMBER_LEVELS = LEVEL_OF_NUMBER
 _SEVERITY, _EXEMPT, _BOOST, _FIRST = Reason.SEVERITY, Reason.EXEMPT, Reason.BOOST, Reason.FIRST
 _SAMPLED, _DROPPED = Reason.SAMPLED, Reason.DROPPED
 
-# One record between extract and decide: its index in the scope, the record, its trace id, and its
+# One record between extract and decide (scan.py): its index in the scope, its trace id, and its
 # body's length in characters (a cheap stand-in for per-pattern bytes; exact bytes are per scope).
-Row = tuple[int, LogRecord, bytes, int]
-_CHARS = itemgetter(3)
+_CHARS = itemgetter(2)
 _INDEX = itemgetter(0)
-# A record to forward: the record, its pattern state, lipservice.sample_rate, lipservice.count and
-# its tally (0.0 and 0: forwarded by dry run, standing for no record).
-Forward = tuple[LogRecord, "PatternState", float, int, PatternTally]
+# A record to forward: its index in the scope, its pattern state, lipservice.sample_rate,
+# lipservice.count and its tally (0.0 and 0: forwarded by dry run, standing for no record).
+Forward = tuple[int, "PatternState", float, int, PatternTally]
+# The same for a record edited in place (not spliced): the record itself instead of its index.
+KeptRecord = tuple[LogRecord, "PatternState", float, int, PatternTally]
 
 
 class Pattern(Protocol):
@@ -80,7 +92,7 @@ class Pattern(Protocol):
 
 
 class PatternSource(Protocol):
-    def add_many(self, texts: Sequence[str]) -> Sequence[Pattern]: ...
+    def add_runs(self, shapes: Iterable[tuple[bytes, str, int]]) -> Sequence[Pattern]: ...
     def add_body(self, body: AnyValue) -> Pattern: ...
 
 
@@ -194,6 +206,7 @@ class Extraction:
     """One scope's valid records grouped by pattern state and level (index = level), in scope order,
     plus the indices of the invalid ones. Nothing is decided yet."""
 
+    records: Sequence[LogRecord]
     groups: dict[PatternState, list[list[Row] | None]] = field(default_factory=dict)
     invalid: list[int] = field(default_factory=list)
     over_limits: list[int] = field(default_factory=list)
@@ -268,8 +281,11 @@ class Sampler:
         boosts: BoostTable | None = None,
         max_states: int = 100_000,
         limits: RecordLimits | None = None,
+        wire_scan: bool = True,
     ) -> None:
         self._engine = engine
+        # the compiled scan of protobuf requests (wirescan.pyx); without it, the reference (scan.py)
+        self._wire_scan = wire_scan
         self._limiter = RecordLimiter(limits or RecordLimits())
         self._keep_min = LEVEL_OF_NAME[always_keep_min_severity]
         self._dry_run = dry_run
@@ -297,9 +313,18 @@ class Sampler:
         self._compiled = _Compiled(policy, self._generation)
 
     def process(
-        self, request: ExportLogsServiceRequest, raw: bytes, now: float, wire_size: int | None = None
+        self,
+        request: ExportLogsServiceRequest,
+        raw: bytes,
+        now: float,
+        wire_size: int | None = None,
+        *,
+        splice: bool = False,
     ) -> BatchOutcome:
-        """Decide every record of `request`, deleting dropped ones and annotating kept ones in place.
+        """Decide every record of `request`, deleting dropped ones and annotating kept ones in place;
+        or, with `splice`, leave `request` as it is and put the forwarded request's encoding in
+        `outcome.wire`: the kept records' bytes as they came, each with its annotations appended, in
+        their scopes and resources (the compiled `wirescan.splice`; no message is edited or encoded).
 
         `raw` is the request as received (for cheap substring checks); `wire_size`, its serialized
         protobuf size when known, spares measuring a single-resource request before sampling.
@@ -309,9 +334,18 @@ class Sampler:
         might_exempt = bool(compiled.exemptions) and compiled.exemptions.might_match(raw)
         has_prior = SAMPLE_RATE_NEEDLE in raw
         limiter = self._limiter
-        check_limits = limiter.might_hold_any(raw)
-        # a protobuf request (its wire size is known): each record's size, to look at the large ones only
-        sizes = limiter.record_sizes(raw) if check_limits and wire_size is not None else None
+        check_limits, sizes = self._limit_check(raw, wire_size)
+        # per resource and scope, what extract needs from each record, read from the wire bytes (an
+        # OTLP/JSON request is encoded first: ~0.2 us a record, a tenth of scanning its messages)
+        scans = None
+        wire: bytes | None = None
+        if self._wire_scan:
+            wire = raw if wire_size is not None else request.SerializeToString()
+            scans = scan_request(wire)
+        # a dry run forwards every record, and a record from an earlier hop has attributes to replace
+        plan: list[list[list[bytes | None]]] | None = (
+            [] if splice and scans is not None and not dry_run and not has_prior else None
+        )
         outcome = BatchOutcome()
         received = forwarded = rejected = 0
 
@@ -330,7 +364,8 @@ class Sampler:
             service_bytes[0] += known_size if known_size is not None else resource_logs.ByteSize()
             scopes = resource_logs.scope_logs
             empty_scopes: list[int] = []
-            kept: list[Forward] = []
+            kept: list[KeptRecord] = []
+            planned: list[list[bytes | None]] = []
             for scope_index, scope_logs in enumerate(scopes):
                 records = scope_logs.log_records
                 received += len(records)
@@ -339,7 +374,9 @@ class Sampler:
                     if check_limits
                     else NONE_OVER
                 )
-                extraction = self.extract(records, service, over_limits)
+                extraction = self.extract(
+                    records, service, over_limits, scans[resource_index][scope_index] if scans else None
+                )
                 verdict = self.decide_extraction(
                     extraction,
                     now,
@@ -348,24 +385,23 @@ class Sampler:
                     check_exemptions=might_exempt,
                     origin=Origin(resource_logs.resource, scope_logs.scope),
                 )
-                kept += verdict.kept
                 removed = verdict.removed
-                if extraction.invalid:
-                    rejected += len(extraction.invalid)
-                    outcome.rejection_message = _joined(outcome.rejection_message, INVALID_IDS)
-                    removed += extraction.invalid
-                if extraction.over_limits:
-                    rejected += len(extraction.over_limits)
-                    outcome.rejection_message = _joined(outcome.rejection_message, limiter.message)
-                    removed += extraction.over_limits
-                if len(removed) == len(records):
-                    del records[:]
+                rejected += _reject(extraction, removed, outcome, limiter.message)
+                if plan is not None:
+                    planned.append(_annotations(len(records), verdict.kept))
+                    forwarded += len(records) - len(removed)
+                    continue
+                # before any deletion
+                kept += [
+                    (records[index], state, weight, count, tally)
+                    for index, state, weight, count, tally in verdict.kept
+                ]
+                if not _delete(records, removed):
                     empty_scopes.append(scope_index)
-                else:
-                    removed.sort(reverse=True)
-                    for index in removed:
-                        del records[index]
                 forwarded += len(records)
+            if plan is not None:
+                plan.append(planned)
+                continue
             for scope_index in reversed(empty_scopes):
                 del scopes[scope_index]
             if not scopes:
@@ -377,6 +413,10 @@ class Sampler:
             _annotate_kept(kept, has_prior)
         for resource_index in reversed(empty_resources):
             del resources[resource_index]
+        if plan is not None:
+            outcome.wire, kept_sizes = splice_request(wire, plan)  # type: ignore[arg-type]
+            for resource_logs, size in zip(resources, kept_sizes, strict=True):
+                outcome.bytes[service_name(resource_logs.resource)][1] += size
 
         outcome.received, outcome.kept = received, _tally_records(outcome)
         outcome.forwarded, outcome.rejected = forwarded, rejected
@@ -384,56 +424,88 @@ class Sampler:
             self._evict(now)
         return outcome
 
+    def _limit_check(
+        self, raw: bytes, wire_size: int | None
+    ) -> tuple[bool, list[list[Sequence[int]]] | None]:
+        """Whether a record of the request `raw` may be over a per-record limit and, for a protobuf
+        request (its wire size is known), each record's size, so that only the large ones are looked at."""
+        limiter = self._limiter
+        if not limiter.might_hold_any(raw):
+            return False, None
+        if wire_size is None:
+            return True, None
+        if self._wire_scan:
+            largest = largest_record(raw)  # no record that large: none can be over a limit
+            if largest is not None and largest < limiter.threshold:
+                return False, None
+        return True, limiter.record_sizes(raw)
+
     def extract(
-        self, records: Iterable[LogRecord], service: str, over_limits: frozenset[int] = frozenset()
+        self,
+        records: Sequence[LogRecord],
+        service: str,
+        over_limits: frozenset[int] = frozenset(),
+        scan: ScopeScan | None = None,
     ) -> Extraction:
-        """Stage 1: validate ids, read severity and body, name the pattern, group by (state, level).
-        The records at the indices `over_limits` (see RecordLimiter) are set aside as rejected."""
+        """Stage 1: name each body shape's pattern and group the records by (state, level), from the
+        scope's `scan` (scan.py; made here from the messages when not given). The records at the
+        indices `over_limits` (see RecordLimiter) are set aside as rejected, those with invalid ids
+        as invalid; both have still taught the engine their body when it is a short text."""
+        shapes, others, invalid = scan if scan is not None else scan_scope(records)
         states = self._states.get(service)
         if states is None:
             states = self._states[service] = {}
-        add_body = self._engine.add_body
-        extraction = Extraction()
+        extraction = Extraction(records, invalid=invalid)
         groups = extraction.groups
-        invalid = extraction.invalid
-        rejected_for_limits = extraction.over_limits
-        # Bodies first, in one C-level pass and one engine call; the ids are checked after, so a
-        # record rejected for its ids has still taught the engine its (valid) body.
-        records = list(records)
-        texts = [record.body.string_value for record in records]
-        patterns = self._engine.add_many(texts)
-        for index, (record, text, pattern) in enumerate(zip(records, texts, patterns, strict=True)):
-            trace_id = record.trace_id
-            if (trace_id and len(trace_id) != 16) or len(record.span_id) not in (0, 8):
-                invalid.append(index)
-                continue
-            if over_limits and index in over_limits:
-                rejected_for_limits.append(index)
-                continue
-            if not text:
-                pattern = add_body(record.body)  # a map, bytes or other value: see PatternEngine.add_body
-            state = states.get(pattern.id)
-            if state is None:
-                state = states[pattern.id] = PatternState(service, pattern)
-                self._n_states += 1
-            elif state.pattern is not pattern:
-                state.retemplate(pattern)
-            number = record.severity_number
-            if 0 < number < 25:
-                level = _NUMBER_LEVELS[number]
-            else:
-                severity_text = record.severity_text
-                text_level = level_of_text(severity_text) if severity_text else None
-                level = state.body_level if text_level is None else text_level
+        if over_limits:
+            extraction.over_limits = _set_aside(shapes.values(), over_limits)
+        unsorted: list[list[Row]] = []  # rows of one (state, level) from several shapes
+        patterns = self._engine.add_runs([(key, shape[0], shape[1]) for key, shape in shapes.items()])
+        for shape, pattern in zip(shapes.values(), patterns, strict=True):
+            state = self._state(states, service, pattern)
             levels = groups.get(state)
             if levels is None:
                 levels = groups[state] = [None] * N_LEVELS
-            rows = levels[level]
-            if rows is None:
-                levels[level] = [(index, record, trace_id, len(text))]
-            else:
-                rows.append((index, record, trace_id, len(text)))
+            for level, rows in enumerate(shape[2]):
+                if not rows:
+                    continue
+                if level == UNKNOWN_LEVEL:
+                    for row in rows:
+                        _add_row(levels, _level(records[row[0]], state), row, unsorted)
+                elif levels[level] is None:
+                    levels[level] = rows
+                else:
+                    levels[level] += rows
+                    unsorted.append(levels[level])  # type: ignore[arg-type]
+        add_body = self._engine.add_body
+        for index in others:
+            record = records[index]
+            trace_id = record.trace_id
+            if not ids_valid(trace_id, record.span_id):
+                invalid.append(index)
+                continue
+            if index in over_limits:
+                extraction.over_limits.append(index)
+                continue
+            state = self._state(states, service, add_body(record.body))
+            levels = groups.get(state)
+            if levels is None:
+                levels = groups[state] = [None] * N_LEVELS
+            _add_row(
+                levels, _level(record, state), (index, trace_id, len(record.body.string_value)), unsorted
+            )
+        for rows in unsorted:
+            rows.sort(key=_INDEX)
         return extraction
+
+    def _state(self, states: dict[str, PatternState], service: str, pattern: Pattern) -> PatternState:
+        state = states.get(pattern.id)
+        if state is None:
+            state = states[pattern.id] = PatternState(service, pattern)
+            self._n_states += 1
+        elif state.pattern is not pattern:
+            state.retemplate(pattern)
+        return state
 
     def decide_extraction(
         self,
@@ -458,6 +530,7 @@ class Sampler:
         boosts = self.boosts if self.boosts else None  # (asked once: most requests have none)
         patterns = outcome.patterns
         verdict = Verdict()
+        records = extraction.records
         for state, levels in extraction.groups.items():
             if state.generation != generation:
                 state.refresh(compiled)
@@ -479,7 +552,7 @@ class Sampler:
                 for group in groups
                 if not (
                     (group.level >= keep_min or may_protect)
-                    and keep_protected(group, keep_min, whole_exempt, exemptions)
+                    and keep_protected(group, keep_min, whole_exempt, exemptions, records)
                 )
             ]
             if sampled:
@@ -507,7 +580,12 @@ class Sampler:
             toss(state, group, min(state.rates[group.level], cap), _SAMPLED)
 
     def _account(
-        self, state: PatternState, group: Group, now: float, origin: Origin | None, verdict: Verdict
+        self,
+        state: PatternState,
+        group: Group,
+        now: float,
+        origin: Origin | None,
+        verdict: Verdict,
     ) -> None:
         """Step 8: each kept record's count, the key's tail, and the records to forward or delete.
 
@@ -524,7 +602,7 @@ class Sampler:
             tail = old_tail + len(dropped)
         elif not dropped and not old_tail:  # nothing to carry: every kept record counts itself
             for run_rows, run_weight, _ in group.kept:
-                forward += [(row[1], state, run_weight, 1, tally) for row in run_rows]
+                forward += [(row[0], state, run_weight, 1, tally) for row in run_rows]
                 tally.counted += len(run_rows)
             tail = 0
         else:
@@ -538,7 +616,7 @@ class Sampler:
                 rows, weights, before = group.in_scope_order()
             if old_tail + len(dropped) < MAX_COUNT - len(rows):  # no count can reach the bound
                 forward += [
-                    (row[1], state, weight, after - prior + 1, tally)
+                    (row[0], state, weight, after - prior + 1, tally)
                     for row, weight, prior, after in zip(
                         rows, weights, [-old_tail, *before], before, strict=False
                     )
@@ -550,7 +628,7 @@ class Sampler:
                 for row, weight, after in zip(rows, weights, before, strict=False):
                     count, carry = carry_onto(carry + after - prior)
                     prior = after
-                    forward.append((row[1], state, weight, count, tally))
+                    forward.append((row[0], state, weight, count, tally))
                     tally.counted += count
                 tail = carry + len(dropped) - prior
         if tail and (group.kept or not old_tail):  # a new tail: these drops opened it
@@ -561,7 +639,7 @@ class Sampler:
         self.unaccounted += tail - old_tail
         if dropped:
             if self._dry_run:
-                forward += [(row[1], state, 0.0, 0, tally) for row in dropped]
+                forward += [(row[0], state, 0.0, 0, tally) for row in dropped]
             else:
                 verdict.removed += map(_INDEX, dropped)
 
@@ -608,7 +686,71 @@ class Sampler:
         self._n_states = sum(len(by_pattern) for by_pattern in self._states.values())
 
 
-def _annotate_kept(kept: list[Forward], has_prior: bool) -> None:
+def _level(record: LogRecord, state: PatternState) -> int:
+    """A record's level: its severity_number, else its severity_text, else what its template says."""
+    number = record.severity_number
+    if 0 < number < 25:
+        return _NUMBER_LEVELS[number]
+    text = record.severity_text
+    level = level_of_text(text) if text else None
+    return state.body_level if level is None else level
+
+
+def _add_row(levels: list[list[Row] | None], level: int, row: Row, unsorted: list[list[Row]]) -> None:
+    rows = levels[level]
+    if rows is None:
+        levels[level] = [row]
+    else:
+        rows.append(row)
+        unsorted.append(rows)
+
+
+def _set_aside(shapes: Iterable[Shape], over_limits: frozenset[int]) -> list[int]:
+    """Take the rows at the indices `over_limits` out of the shapes' rows; return their indices."""
+    taken: list[int] = []
+    for shape in shapes:
+        by_level = shape[2]
+        for level, rows in enumerate(by_level):
+            if rows and any(row[0] in over_limits for row in rows):
+                taken += [row[0] for row in rows if row[0] in over_limits]
+                by_level[level] = [row for row in rows if row[0] not in over_limits] or None
+    return taken
+
+
+def _reject(extraction: Extraction, removed: list[int], outcome: BatchOutcome, limit_message: str) -> int:
+    """Add the extraction's records with invalid ids or over a limit to `removed`, and say why in the
+    outcome's rejection message; returns how many were rejected."""
+    rejected = 0
+    for indices, message in ((extraction.invalid, INVALID_IDS), (extraction.over_limits, limit_message)):
+        if indices:
+            rejected += len(indices)
+            outcome.rejection_message = _joined(outcome.rejection_message, message)
+            removed += indices
+    return rejected
+
+
+def _annotations(n_records: int, kept: list[Forward]) -> list[bytes | None]:
+    """What to append to each record of a scope when its kept records are spliced (None: dropped)."""
+    annotations: list[bytes | None] = [None] * n_records
+    for index, state, weight, count, _ in kept:
+        annotations[index] = state.annotation(weight) + count_annotation(count)
+    return annotations
+
+
+def _delete(records: MutableSequence[LogRecord], removed: list[int]) -> bool:
+    """Delete the records at the indices `removed` in place; whether any record is left."""
+    if len(removed) == len(records):
+        del records[:]
+        return False
+    removed.sort(reverse=True)
+    for index in removed:
+        del records[index]
+    return True
+
+
+def _annotate_kept(
+    kept: list[tuple[LogRecord, PatternState, float, int, PatternTally]], has_prior: bool
+) -> None:
     """Mark each kept record with its sample rate and count (a prior proxy's weight multiplied in)."""
     for record, state, weight, count, tally in kept:
         if has_prior:
@@ -639,7 +781,13 @@ def _joined(message: str, reason: str) -> str:
     return f"{message}; {reason}" if message and reason not in message else message or reason
 
 
-def keep_protected(group: Group, keep_min: int, whole_exempt: bool, exemptions: Exemptions | None) -> bool:
+def keep_protected(
+    group: Group,
+    keep_min: int,
+    whole_exempt: bool,
+    exemptions: Exemptions | None,
+    records: Sequence[LogRecord],
+) -> bool:
     """Steps 1-2: keep what severity or an exemption protects; True when nothing is left to sample."""
     rows = group.rows
     if group.level >= keep_min:
@@ -650,7 +798,7 @@ def keep_protected(group: Group, keep_min: int, whole_exempt: bool, exemptions: 
         exempt: list[Row] = []
         rest: list[Row] = []
         for row in rows:
-            (rest if exemptions.match(row[1].attributes) is None else exempt).append(row)
+            (rest if exemptions.match(records[row[0]].attributes) is None else exempt).append(row)
         if exempt:
             group.keep(exempt, 1.0, _EXEMPT)
             group.rows = rest
@@ -705,7 +853,7 @@ def toss(state: PatternState, group: Group, rate: float, reason: str) -> None:
     drops_before: list[int] = []  # per winner: the losers before it, for its count
     losers: list[Row] = []
     for row in rows:
-        trace_id = row[2]
+        trace_id = row[1]
         if trace_id:
             # equal-length bytes compare as big-endian numbers: no int conversion
             keep = trace_id[-TRACE_RANDOM_BYTES:] < threshold  # type: ignore[operator]  # rate < 1 here: a bytes threshold
