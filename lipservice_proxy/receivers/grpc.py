@@ -37,7 +37,7 @@ SIGNAL_SERVICES = {
 }
 
 
-async def _call_done(context: grpc.aio.ServicerContext, bound: float = 10.0) -> None:
+async def _call_done(context: grpc.aio.ServicerContext[bytes, bytes], bound: float = 10.0) -> None:
     """Wait (at most `bound` seconds) until grpc has closed the call."""
     done = asyncio.get_running_loop().create_future()
 
@@ -113,7 +113,7 @@ class GrpcReceiver:
     def _count(self, outcome: str) -> None:
         self._telemetry.receiver_requests.labels("grpc", outcome).inc()
 
-    async def _authenticate(self, context: grpc.aio.ServicerContext) -> None:
+    async def _authenticate(self, context: grpc.aio.ServicerContext[bytes, bytes]) -> None:
         if self._auth is None:
             return
         for key, value in context.invocation_metadata() or ():
@@ -124,10 +124,13 @@ class GrpcReceiver:
         self._count(answer.outcome)
         await context.abort(answer.grpc_code, str(refused))
 
-    async def _export_logs(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
+    async def _export_logs(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> bytes:
         await self._authenticate(context)
         request = await context.read()
-        if request is grpc.aio.EOF:  # gRPC refused the message and has answered RESOURCE_EXHAUSTED
+        # gRPC refused the message and has answered RESOURCE_EXHAUSTED
+        if request is grpc.aio.EOF:  # type: ignore[comparison-overlap]  # grpc-stubs leave EOF out of read()
             self._count(ANSWERS[PayloadTooLarge].outcome)
             await _call_done(context)  # answering before grpc has closed the call logs an error
             return b""
@@ -149,11 +152,13 @@ class GrpcReceiver:
         trailer = retry_info_trailer(answer.grpc_code, message, delay) if delay is not None else ()
         await context.abort(answer.grpc_code, message, trailing_metadata=trailer)
 
-    def _forwarder(self, signal: str) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]:
+    def _forwarder(
+        self, signal: str
+    ) -> Callable[[bytes, grpc.aio.ServicerContext[bytes, bytes]], Awaitable[bytes]]:
         passthrough = self._passthrough
         assert passthrough is not None
 
-        async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        async def forward(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
             await self._authenticate(context)
             try:
                 return await passthrough.forward(signal, request)

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import math
 import zlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -256,7 +257,7 @@ class HttpReceiver:
         count_accepted(self._telemetry, "http", response)
         return web.Response(body=encode(response, encoding), content_type=RESPONSE_CONTENT_TYPE[encoding])
 
-    def _signal_route(self, signal: str):
+    def _signal_route(self, signal: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         request_type, response_type = SIGNAL_TYPES[signal]
 
         async def route(request: web.Request) -> web.Response:

@@ -26,7 +26,7 @@ class Passthrough:
         self._telemetry = telemetry
         self._endpoints = {"traces": config.traces, "metrics": config.metrics}
         self._channels: dict[str, grpc.aio.Channel] = {}
-        self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
+        self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
         self._metadata = tuple((key.lower(), value) for key, value in config.headers.items())
 
     def enabled(self, signal: str) -> bool:

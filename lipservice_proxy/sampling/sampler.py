@@ -414,7 +414,8 @@ class Sampler:
         for resource_index in reversed(empty_resources):
             del resources[resource_index]
         if plan is not None:
-            outcome.wire, kept_sizes = splice_request(wire, plan)  # type: ignore[arg-type]
+            assert wire is not None  # a plan is made only from a wire scan
+            outcome.wire, kept_sizes = splice_request(wire, plan)
             for resource_logs, size in zip(resources, kept_sizes, strict=True):
                 outcome.bytes[service_name(resource_logs.resource)][1] += size
 
@@ -472,11 +473,11 @@ class Sampler:
                 if level == UNKNOWN_LEVEL:
                     for row in rows:
                         _add_row(levels, _level(records[row[0]], state), row, unsorted)
-                elif levels[level] is None:
+                elif (same_level := levels[level]) is None:
                     levels[level] = rows
                 else:
-                    levels[level] += rows
-                    unsorted.append(levels[level])  # type: ignore[arg-type]
+                    same_level += rows
+                    unsorted.append(same_level)
         add_body = self._engine.add_body
         for index in others:
             record = records[index]
