@@ -128,13 +128,18 @@ def timeline(
         yield (start + index * step if own_time is None else own_time), record
 
 
-class TallyJson(TypedDict):
+class CountsJson(TypedDict):
+    """What every line of the report counts: records seen, kept, dropped, and the estimate from kept."""
+
     seen: int
     kept: int
     dropped: int
     estimated: float
     estimate_error: float
     counted: int
+
+
+class TallyJson(CountsJson):
     windows: int
     windows_without_kept: int
 
@@ -144,13 +149,7 @@ class PatternJson(TallyJson):
     template: str
 
 
-class TotalJson(TypedDict):
-    seen: int
-    kept: int
-    dropped: int
-    estimated: float
-    estimate_error: float
-    counted: int
+class TotalJson(CountsJson):
     savings_records: float
     bytes_seen: int
     bytes_kept: int
