@@ -5,6 +5,7 @@
     ├── PolicyError            a policy file is invalid (the last good policy stays)
     ├── PatternStoreError      a pattern-engine state is missing, unreadable, corrupt or unwritable
     ├── InputError             a command's input file is missing, unreadable or empty (exit code 2)
+    ├── AdminRequestFailed     a command's call to a running proxy's admin API failed (`proposals`)
     ├── RequestError           a client request cannot be accepted as sent
     │   ├── BadRequest         malformed protobuf/JSON, bad gzip, invalid data
     │   ├── PayloadTooLarge    over the (decompressed) size limit, or more than a queue can ever hold
@@ -40,6 +41,10 @@ class PolicyError(LipserviceError):
 
 class InputError(LipserviceError):
     """A command's input (a log file, a state file) is missing, unreadable or empty."""
+
+
+class AdminRequestFailed(LipserviceError):
+    """A command's call to a running proxy's admin API was answered with an error or not at all."""
 
 
 class PatternStoreError(LipserviceError):

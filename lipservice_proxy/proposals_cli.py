@@ -19,14 +19,10 @@ from typing import Any
 
 import orjson
 
-from .errors import ConfigError, LipserviceError
+from .errors import AdminRequestFailed, ConfigError
 
 DEFAULT_ADMIN = "http://127.0.0.1:8888"
 TIMEOUT = 30.0  # an apply writes a policy of up to thousands of rules
-
-
-class AdminRequestFailed(LipserviceError):
-    """The admin API answered with an error, or could not be reached."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

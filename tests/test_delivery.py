@@ -267,6 +267,10 @@ def test_a_full_memory_queue_holds_exactly_its_limit_and_refusals_retain_nothing
             return alive, sum(stat.size for stat in held.statistics("filename"))
 
         refuse(100)  # warm up: first-use caches, metric children, log rate limiter
+        # What earlier tests left in this process (sklearn, caches) is not this test's business, but
+        # collecting it under tracemalloc took four minutes and 500 MiB: freeze it out of the collector.
+        gc.collect()
+        gc.freeze()
         tracemalloc.start(10)  # slows the whole process down many times: keep the traced part short
         try:
             before = proxy_heap()
@@ -274,14 +278,16 @@ def test_a_full_memory_queue_holds_exactly_its_limit_and_refusals_retain_nothing
             after = proxy_heap()
         finally:
             tracemalloc.stop()
+            gc.unfreeze()
         channel.close()
         proxy.stop(drain_seconds=0.5)  # the upstream stays down: nothing to wait for
     print(f"\n200 refusals: the request path holds {before[1]} -> {after[1]} bytes")
     # No refusal is kept per request (its traceback holds the request). One may be: grpc.aio keeps the
     # last aborted call's state, whose AbortError has the refusal as its context, until the next call.
     assert after[0] <= 1
-    # nothing per refusal: a refused request kept would be ~4 KiB each, 800 KiB for these 200
-    assert after[1] - before[1] < 32 * 1024
+    # nothing per refusal: a refused request kept would be ~4 KiB each, 800 KiB for these 200 (what
+    # is measured is 25-55 KiB of first-use state, more with the earlier objects frozen)
+    assert after[1] - before[1] < 128 * 1024
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])

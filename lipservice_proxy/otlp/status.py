@@ -8,8 +8,8 @@ which is what an oversized request must be. A `PassthroughError` is answered wit
 status (`relayed`), so the client decides as if it talked to the upstream.
 
 The exporters classify an upstream's answer by the same OTLP rules (`grpc_retryable`, `http_retryable`).
-Errors that never reach a client (`NEVER_ANSWERED`: configuration, policy, state, input and export
-errors) have no row; tests/test_otlp_status.py fails for an error class that is in neither.
+Errors that never reach a client (`NEVER_ANSWERED`: configuration, policy, state, input, admin-call and
+export errors) have no row; tests/test_otlp_status.py fails for an error class that is in neither.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import grpc
 
 from ..errors import (
+    AdminRequestFailed,
     Backpressure,
     BadRequest,
     ConfigError,
@@ -65,7 +66,7 @@ UNEXPECTED = Answer(500, Code.INTERNAL, False, "error")
 """The answer to an exception that is a bug, not a client's or upstream's doing."""
 
 NEVER_ANSWERED: frozenset[type[LipserviceError]] = frozenset(
-    {ConfigError, PolicyError, PatternStoreError, InputError, ExportError}
+    {ConfigError, PolicyError, PatternStoreError, InputError, AdminRequestFailed, ExportError}
 )
 """Errors (with their subclasses) that stop the proxy, are logged, or go to the exporters' retry loop."""
 
