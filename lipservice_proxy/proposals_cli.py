@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 import sys
 import urllib.error
 import urllib.request
@@ -19,7 +18,10 @@ from typing import Any
 
 import orjson
 
+from .auth import BearerAuthenticator
+from .config import BearerAuth
 from .errors import AdminRequestFailed, ConfigError
+from .status_page import percent
 
 DEFAULT_ADMIN = "http://127.0.0.1:8888"
 TIMEOUT = 30.0  # an apply writes a policy of up to thousands of rules
@@ -34,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help=f"the proxy's admin URL (default {DEFAULT_ADMIN})",
     )
-    parser.add_argument("--token-env", metavar="VAR", help="environment variable holding the admin token")
-    parser.add_argument("--token-file", type=Path, metavar="FILE", help="file holding the admin token")
+    token = parser.add_mutually_exclusive_group()
+    token.add_argument("--token-env", metavar="VAR", help="environment variable holding the admin token")
+    token.add_argument("--token-file", type=Path, metavar="FILE", help="file holding the admin token")
     parser.add_argument("--by", help="who decides, recorded with the decision (default: the login name)")
     parser.add_argument("--all", action="store_true", help="list: decided proposals too, not only open ones")
     parser.add_argument("--format", choices=("table", "json"), default="table", help="list: output format")
@@ -45,7 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.action != "list" and not args.id:
         raise ConfigError(f"proposals {args.action} needs the proposal's id")
-    client = AdminClient(args.admin, _token(args.token_env, args.token_file))
+    # the token is read as the admin server reads its own (auth.py): from the variable or the file
+    auth = BearerAuthenticator.from_config(
+        BearerAuth(bearer_token_env=args.token_env, bearer_token_file=args.token_file)
+    )
+    client = AdminClient(args.admin, auth.header if auth else None)
     if args.action == "list":
         proposals = client.call("GET", "/api/v1/proposals" + ("" if args.all else "?status=open"))[
             "proposals"
@@ -79,9 +86,9 @@ def format_table(proposals: list[dict[str, Any]]) -> str:
                 p["status"],
                 p["created_at"],
                 p["generated_by"],
-                _percent(in_force.get("keep_ratio")),
-                _percent(projected.get("keep_ratio")),
-                _percent(projected.get("bytes_saved_ratio")),
+                percent(in_force.get("keep_ratio")),
+                percent(projected.get("keep_ratio")),
+                percent(projected.get("bytes_saved_ratio")),
                 str(len(p.get("changes", []))),
             )
         )
@@ -91,10 +98,6 @@ def format_table(proposals: list[dict[str, Any]]) -> str:
     )
 
 
-def _percent(value: object) -> str:
-    return f"{100 * value:.1f}%" if isinstance(value, int | float) else "-"
-
-
 def _login() -> str:
     try:
         return getpass.getuser()
@@ -102,28 +105,12 @@ def _login() -> str:
         return "cli"
 
 
-def _token(env: str | None, path: Path | None) -> str | None:
-    if env and path:
-        raise ConfigError("give --token-env or --token-file, not both")
-    if env:
-        token = os.environ.get(env, "").strip()
-        if not token:
-            raise ConfigError(f"environment variable {env} is unset or empty")
-        return token
-    if path:
-        try:
-            return path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read --token-file {path}: {exc}") from None
-    return None
-
-
 class AdminClient:
-    def __init__(self, base_url: str, token: str | None) -> None:
+    def __init__(self, base_url: str, authorization: str | None) -> None:
         self._base = base_url.rstrip("/")
         self._headers = {"Accept": "application/json"}
-        if token:
-            self._headers["Authorization"] = f"Bearer {token}"
+        if authorization:
+            self._headers["Authorization"] = authorization
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         headers = dict(self._headers)

@@ -196,7 +196,7 @@ def _cost_section(summary: Mapping[str, Any]) -> str:
     )
 
 
-def _ratio(value: object) -> str:
+def percent(value: object) -> str:
     """A ratio as a percentage; "-" when there is none (nothing received)."""
     return f"{100 * float(value):.1f}%" if isinstance(value, int | float) else "-"
 
@@ -208,7 +208,7 @@ def _services_section(summary: Mapping[str, Any]) -> str:
     rows = "".join(
         f"<tr><td>{_e(s['service'])}</td><td class='n'>{_count(s['received'])}</td>"
         f"<td class='n'>{_count(s['kept'])}</td><td class='n'>{_count(s['dropped'])}</td>"
-        f"<td class='n'>{_ratio(s['keep_ratio'])}</td><td class='n'>{_e(_size(s['bytes_received']))}</td>"
+        f"<td class='n'>{percent(s['keep_ratio'])}</td><td class='n'>{_e(_size(s['bytes_received']))}</td>"
         f"<td class='n'>{_e(_size(s['bytes_kept']))}</td>"
         f"<td class='n'>{_e(_size(s['bytes_saved']))}</td></tr>"
         for s in services
@@ -351,11 +351,11 @@ def _proposal(p: Mapping[str, Any], token_field: bool) -> str:
             _count(int(projected.get("records_kept", 0))),
             _count(int(in_force.get("records_kept", 0))),
         ),
-        ("keep ratio", _ratio(projected.get("keep_ratio")), _ratio(in_force.get("keep_ratio"))),
+        ("keep ratio", percent(projected.get("keep_ratio")), percent(in_force.get("keep_ratio"))),
         (
             "bytes saved",
-            _ratio(projected.get("bytes_saved_ratio")),
-            _ratio(in_force.get("bytes_saved_ratio")),
+            percent(projected.get("bytes_saved_ratio")),
+            percent(in_force.get("bytes_saved_ratio")),
         ),
         ("ERROR+ kept", _count(int(projected.get("error_and_above_kept", 0))), None),
         ("kept as first of a window", _count(int(projected.get("first_per_window_kept", 0))), None),
@@ -394,10 +394,10 @@ def _proposal(p: Mapping[str, Any], token_field: bool) -> str:
         f"{_e(p.get('created_at', '-'))}, over the last "
         f"{_duration(float(projected.get('window_seconds', 0)))} of traffic</span></p>"
         f"<p class='savings'>Projected: keeps <b class='projected-keep-ratio'>"
-        f"{_e(_ratio(projected.get('keep_ratio')))}</b> of records and saves "
-        f"<b class='projected-bytes-saved'>{_e(_ratio(projected.get('bytes_saved_ratio')))}</b> of bytes "
-        f"<span class='muted'>(the policy in force: {_e(_ratio(in_force.get('keep_ratio')))} kept, "
-        f"{_e(_ratio(in_force.get('bytes_saved_ratio')))} saved)</span></p>"
+        f"{_e(percent(projected.get('keep_ratio')))}</b> of records and saves "
+        f"<b class='projected-bytes-saved'>{_e(percent(projected.get('bytes_saved_ratio')))}</b> of bytes "
+        f"<span class='muted'>(the policy in force: {_e(percent(in_force.get('keep_ratio')))} kept, "
+        f"{_e(percent(in_force.get('bytes_saved_ratio')))} saved)</span></p>"
         "<table class='effect'><tr><th></th><th>in force</th><th>proposed</th></tr>"
         f"{effect}</table>"
         "<table class='per-severity'><tr><th>severity</th><th>received</th><th>kept (proposed)</th></tr>"

@@ -219,7 +219,7 @@ def test_an_unreadable_proposals_file_is_logged_and_ignored(
 ) -> None:
     path = proposals_path(tmp_path / "generated.yaml")
     path.write_bytes(b"{not json")
-    assert len(ProposalBook(path)) == 0
+    assert ProposalBook(path).all() == []
     assert "unreadable" in caplog.text
 
 

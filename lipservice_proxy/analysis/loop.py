@@ -257,13 +257,11 @@ class AnalysisLoop:
         if self._writer is None:
             return self._finish(RunResult(outcome, policy, False, tuple(anomalies), *base))
         try:
-            path = await asyncio.to_thread(self._writer.write, policy)  # YAML of thousands of rules: ~0.5 s
+            path = await self._write(policy)
         except OSError as exc:
             message = f"cannot write {self._writer.path}: {exc.strerror or exc}"
             log.error("analysis: %s; the policy in force stays", message)
             return self._finish(RunResult("error", policy, False, tuple(anomalies), *base, message))
-        if self._store is not None:
-            self._store.poll()
         log.info("analysis wrote policy version %d to %s (%s)", policy.version, path, outcome)
         return self._finish(RunResult(outcome, policy, True, tuple(anomalies), *base))
 
@@ -424,6 +422,15 @@ class AnalysisLoop:
             generated_at=datetime.now(UTC),
         )
 
+    async def _write(self, policy: Policy) -> Path:
+        """Write the policy file (YAML of thousands of rules: ~0.5 s, off the loop) and have the store
+        take it now rather than at its next poll. Raises OSError when it cannot be written."""
+        assert self._writer is not None
+        path = await asyncio.to_thread(self._writer.write, policy)
+        if self._store is not None:
+            self._store.poll()
+        return path
+
     # ---- proposals (analysis.mode: propose) ----
 
     async def apply_proposal(self, proposal_id: str, by: str) -> Proposal:
@@ -444,9 +451,7 @@ class AnalysisLoop:
                 f"Proposal {proposal.id} of {proposal.created_at}, applied by {by} at {at}."
             )
             policy = await self._guarded(candidate, policy_in_force, known, now)
-            await asyncio.to_thread(self._writer.write, policy)
-            if self._store is not None:
-                self._store.poll()
+            await self._write(policy)
             log.info("proposal %s applied by %s: policy version %d written", proposal.id, by, policy.version)
             applied = self.proposals.decide(
                 proposal.id, "applied", by=by, at=at, policy_version=policy.version

@@ -151,9 +151,6 @@ class ProposalBook:
         self._proposals: list[Proposal] = self._load() if path is not None else []
         self._writing = asyncio.Lock()
 
-    def __len__(self) -> int:
-        return len(self._proposals)
-
     def all(self) -> list[Proposal]:
         return list(self._proposals)
 

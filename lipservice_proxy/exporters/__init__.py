@@ -3,8 +3,8 @@ factory their type is registered with (`config.EXPORTER_TYPES`)."""
 
 from __future__ import annotations
 
-import importlib
 import os
+import pkgutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,10 +17,7 @@ __all__ = ["ExportResult", "LogExporter", "build_exporter"]
 def build_exporter(config: ExporterBase, *, environ: Mapping[str, str] = os.environ) -> LogExporter:
     """The exporter a config entry describes. Raises ConfigError (e.g. a missing PostHog token)."""
     reference = EXPORTER_TYPES[config.type].factory
-    module, _, attribute = reference.partition(":")
-    factory: Any = importlib.import_module(module)
-    for name in attribute.split("."):
-        factory = getattr(factory, name)
+    factory: Any = pkgutil.resolve_name(reference)
     exporter = factory(config, environ)
     if not isinstance(exporter, LogExporter):
         raise TypeError(f"exporter type {config.type!r}: {reference} made a {type(exporter).__name__}")

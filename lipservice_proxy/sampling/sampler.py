@@ -351,6 +351,7 @@ class Sampler:
 
         resources = request.resource_logs
         empty_resources: list[int] = []
+        spliced_bytes: list[list[int]] = []  # each spliced resource's service's byte totals, in order
         for resource_index, resource_logs in enumerate(resources):
             service = service_name(resource_logs.resource)
             whole_exempt = service in compiled.exemptions.services or (
@@ -401,6 +402,7 @@ class Sampler:
                 forwarded += len(records)
             if plan is not None:
                 plan.append(planned)
+                spliced_bytes.append(service_bytes)
                 continue
             for scope_index in reversed(empty_scopes):
                 del scopes[scope_index]
@@ -416,8 +418,8 @@ class Sampler:
         if plan is not None:
             assert wire is not None  # a plan is made only from a wire scan
             outcome.wire, kept_sizes = splice_request(wire, plan)
-            for resource_logs, size in zip(resources, kept_sizes, strict=True):
-                outcome.bytes[service_name(resource_logs.resource)][1] += size
+            for totals, size in zip(spliced_bytes, kept_sizes, strict=True):
+                totals[1] += size
 
         outcome.received, outcome.kept = received, _tally_records(outcome)
         outcome.forwarded, outcome.rejected = forwarded, rejected
